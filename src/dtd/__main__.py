@@ -1,0 +1,3 @@
+from dtd.cli import main
+
+raise SystemExit(main())

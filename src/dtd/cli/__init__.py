@@ -1,0 +1,57 @@
+"""The `dtd` command: a thin argparse layer over the Python API.
+
+Each command group lives in its own module with ``register(subparsers)``; handlers import the
+heavy libraries (torch, gymnasium) themselves so that ``dtd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dtd.errors import DtdError
+
+# module names under dtd.cli, in the order they appear in --help
+COMMAND_MODULES = ["data", "train", "iql", "attention", "bench", "export"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dtd",
+        description="Decision Transducer (UAI 2023) and baselines for offline RL.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"dtd.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name == f"dtd.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # `dtd` alone runs the main job: train the default DTd on the embedded dataset.
+    if not argv or argv == ["--debug"]:
+        argv = argv + ["train"]
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+        return int(result or 0)
+    except DtdError as exc:
+        if args.debug:
+            raise
+        print(f"dtd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dtd: interrupted", file=sys.stderr)
+        return 130
