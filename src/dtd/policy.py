@@ -1,0 +1,174 @@
+"""dtd.Policy: a trained run as a step-by-step controller for your own loop.
+
+A sequence model needs the recent history (states, actions, goals, timesteps) of the episode, the
+run's state normalisation and a goal that evolves (return-to-go falls by each reward). Policy keeps
+all of that, so a Gymnasium loop stays five lines:
+
+    policy = dtd.Policy.load("runs/dtd-hopper", target=3600)
+    obs, _ = env.reset(seed=0); reward, done = 0.0, False
+    while not done:
+        obs, reward, term, trunc, _ = env.step(policy.act(obs, reward))
+        done = term or trunc
+
+It reuses the model's batched ``act`` and the evaluation engine's goal objects (``GoalFn``), so its
+actions are the ones ``dtd eval`` would take.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dtd.errors import DtdError
+
+
+class Policy:
+    """A stateful policy over N episodes at once (N fixed by the first ``act`` after ``reset``)."""
+
+    def __init__(self, model: Any, state_mean: np.ndarray, state_std: np.ndarray, goal_fn: Any,
+                 target: float, context_len: int, max_ep_len: int = 1000, device: str = "cpu"):
+        self.model = model.eval()
+        self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
+        self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
+        self.goal_fn = goal_fn
+        self.target = float(target)
+        self.context_len = int(context_len)
+        self.max_ep_len = int(max_ep_len)
+        self.device = device
+        self.obs_dim = self.state_mean.shape[0]
+        self.act_dim = int(getattr(model, "act_dim", 0)) or None
+        self.reset()
+
+    @classmethod
+    def load(cls, run_dir: str | Path, target: float | None = None, device: str = "cpu") -> "Policy":
+        """The policy of a run folder's last checkpoint; ``target`` defaults to the task's first target return."""
+        from dtd.training.checkpoint import load_run
+
+        model, ckpt = load_run(run_dir)
+        model.to(device)
+        goal_fn, default_target = _goal_for_run(ckpt)
+        kwargs = ckpt.get("model_kwargs", {})
+        return cls(model, ckpt["state_mean"], ckpt["state_std"], goal_fn,
+                   default_target if target is None else target,
+                   context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000),
+                   device=device)
+
+    # ----------------------------------------------------------------------------------------
+
+    def reset(self, index: Any = None, target: float | None = None) -> None:
+        """Start new episode(s): all of them, or only the rows ``index`` (bool mask or ints)."""
+        if target is not None:
+            self.target = float(target)
+        if index is None or not hasattr(self, "_t"):
+            self._t = None  # (N,) steps taken in each episode; buffers are made on the next act
+            return
+        self._t[index] = 0
+
+    def act(self, obs: Any, reward: Any = None) -> np.ndarray:
+        """The action for observation(s) ``obs`` (S,) or (N, S); ``reward`` is what the last action earned.
+
+        On the first step of an episode ``reward`` is ignored; afterwards it is required (scalar or (N,)).
+        """
+        single, obs = self._check_obs(obs)
+        n = len(obs)
+        if self._t is None:
+            self._alloc(n)
+        elif n != len(self._t):
+            raise DtdError(f"policy: got {n} observations but this episode batch has {len(self._t)}; call reset() first")
+        new = self._t == 0  # (N,) rows starting an episode
+        goal = np.empty_like(self._goal)
+        if new.any():
+            goal[new] = self.goal_fn.reset(self.target, obs[new])
+        if (~new).any():
+            if reward is None:
+                raise DtdError("policy: pass the reward of the last step, act(obs, reward), after the first step")
+            r = np.broadcast_to(np.asarray(reward, dtype=np.float64), (n,))
+            if not np.isfinite(r).all():
+                raise DtdError("policy: reward contains NaN or inf")
+            goal[~new] = self.goal_fn.update(self._goal[~new], r[~new], obs[~new])
+        self._goal = goal
+
+        # append this step to each row's window of the last K steps (right-padded, rows may differ)
+        s = (obs - self.state_mean) / self.state_std  # (N, S)
+        pos = np.minimum(self._t, self.context_len - 1)  # (N,) slot of this step
+        full = self._t >= self.context_len
+        for buf in (self._states, self._actions, self._goals, self._steps):
+            buf[full] = np.roll(buf[full], -1, axis=1)
+        rows = np.arange(n)
+        self._states[rows, pos] = s
+        self._actions[rows, pos] = 0.0  # the slot of the action being chosen is ignored by act()
+        self._goals[rows, pos] = goal
+        self._steps[rows, pos] = np.minimum(self._t, self.max_ep_len - 1)
+        lengths = pos + 1
+
+        action = self._model_act(lengths)  # (N, A)
+        self._actions[rows, pos] = action
+        self._t += 1
+        return action[0] if single else action
+
+    # ----------------------------------------------------------------------------------------
+
+    def _check_obs(self, obs: Any) -> tuple[bool, np.ndarray]:
+        try:
+            x = np.asarray(obs, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise DtdError(f"policy: observation is not numeric ({exc})") from None
+        single = x.ndim == 1
+        if single:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            raise DtdError(f"policy: observation shape {np.shape(obs)}, expected ({self.obs_dim},) or (N, {self.obs_dim})")
+        if not np.isfinite(x).all():
+            raise DtdError("policy: observation contains NaN or inf")
+        return single, x
+
+    def _alloc(self, n: int) -> None:
+        k, g = self.context_len, self.goal_fn.goal_dim
+        a = self.act_dim or _act_dim(self.model)
+        self.act_dim = a
+        self._t = np.zeros(n, dtype=np.int64)
+        self._goal = np.zeros((n, g), dtype=np.float64)
+        self._states = np.zeros((n, k, self.obs_dim), dtype=np.float32)
+        self._actions = np.zeros((n, k, a), dtype=np.float32)
+        self._goals = np.zeros((n, k, g), dtype=np.float32)
+        self._steps = np.zeros((n, k), dtype=np.int64)
+
+    def _model_act(self, lengths: np.ndarray) -> np.ndarray:
+        import torch
+
+        dev = self.device
+        with torch.no_grad():
+            a = self.model.act(
+                torch.as_tensor(self._states, device=dev), torch.as_tensor(self._actions, device=dev),
+                torch.as_tensor(self._goals, device=dev), torch.as_tensor(self._steps, device=dev),
+                torch.as_tensor(lengths, device=dev),
+            )
+        return a.float().cpu().numpy()
+
+
+def _act_dim(model: Any) -> int:
+    """Action size from the model's attribute or its last layer with a bias."""
+    for name in ("act_dim", "action_dim"):
+        if isinstance(getattr(model, name, None), int):
+            return getattr(model, name)
+    cfg = getattr(model, "config", None)
+    if isinstance(getattr(cfg, "act_dim", None), int):
+        return cfg.act_dim
+    last = [p for n, p in model.named_parameters() if n.endswith("bias")][-1]
+    return int(last.shape[0])
+
+
+def _goal_for_run(ckpt: dict[str, Any]) -> tuple[Any, float]:
+    """The run's goal object (the evaluation engine's) and its default target."""
+    from dtd.evaluation.envs import ReturnToGo, target_returns
+
+    cfg = ckpt.get("config") or {}
+    cfg = cfg if isinstance(cfg, dict) else vars(cfg)
+    goal = cfg.get("goal", "rtg")
+    if goal != "rtg":
+        raise DtdError(f"policy: goal kind {goal!r} is not supported by dtd.Policy yet (only return-to-go)")
+    env_id = cfg.get("env_id") or cfg.get("env")
+    target = target_returns(env_id)[0] if env_id else 0.0
+    return ReturnToGo(ckpt.get("reward_scale", 1000.0), delayed=bool(cfg.get("delayed", False))), target
