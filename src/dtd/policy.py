@@ -48,10 +48,12 @@ class Policy:
 
         model, ckpt = load_run(run_dir)
         model.to(device)
-        goal_fn, default_target = _goal_for_run(ckpt)
+        goal_fn, default_target = goal_for_run(ckpt)
+        target = default_target if target is None else target
+        if target is None:
+            raise DtdError(f"{run_dir}: no default target return for this run's task; pass target=...")
         kwargs = ckpt.get("model_kwargs", {})
-        return cls(model, ckpt["state_mean"], ckpt["state_std"], goal_fn,
-                   default_target if target is None else target,
+        return cls(model, ckpt["state_mean"], ckpt["state_std"], goal_fn, target,
                    context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000),
                    device=device)
 
@@ -108,6 +110,19 @@ class Policy:
         self._t += 1
         return action[0] if single else action
 
+    def window(self) -> dict[str, np.ndarray]:
+        """The current model windows (what the last ``act`` saw, with its action filled in).
+
+        states (N,K,S) normalised, actions (N,K,A), goals (N,K,G), timesteps (N,K), mask (N,K);
+        right-padded, the last valid step is the latest one.
+        """
+        if self._t is None:
+            raise DtdError("policy: no step taken yet in this episode batch")
+        lengths = np.minimum(self._t, self.context_len)
+        return {"states": self._states.copy(), "actions": self._actions.copy(), "goals": self._goals.copy(),
+                "timesteps": self._steps.copy(),
+                "mask": (np.arange(self.context_len)[None] < lengths[:, None]).astype(np.float32)}
+
     # ----------------------------------------------------------------------------------------
 
     def _check_obs(self, obs: Any) -> tuple[bool, np.ndarray]:
@@ -160,15 +175,26 @@ def _act_dim(model: Any) -> int:
     return int(last.shape[0])
 
 
-def _goal_for_run(ckpt: dict[str, Any]) -> tuple[Any, float]:
-    """The run's goal object (the evaluation engine's) and its default target."""
+def goal_for_run(ckpt: dict[str, Any]) -> tuple[Any, float | None]:
+    """The run's goal object (the evaluation engine's) and its default target (None if unknown)."""
     from dtd.evaluation.envs import ReturnToGo, target_returns
 
-    cfg = ckpt.get("config") or {}
-    cfg = cfg if isinstance(cfg, dict) else vars(cfg)
+    cfg = run_config(ckpt)
     goal = cfg.get("goal", "rtg")
     if goal != "rtg":
         raise DtdError(f"policy: goal kind {goal!r} is not supported by dtd.Policy yet (only return-to-go)")
-    env_id = cfg.get("env_id") or cfg.get("env")
-    target = target_returns(env_id)[0] if env_id else 0.0
+    env_id = cfg.get("env_id") or ckpt.get("env_id")
+    if cfg.get("eval_targets"):
+        target = float(cfg["eval_targets"][0])
+    else:
+        try:
+            target = target_returns(env_id)[0] if env_id else None
+        except DtdError:
+            target = None
     return ReturnToGo(ckpt.get("reward_scale", 1000.0), delayed=bool(cfg.get("delayed", False))), target
+
+
+def run_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's TrainConfig as a plain dict (it may be stored as a dict or a dataclass)."""
+    cfg = ckpt.get("config") or {}
+    return cfg if isinstance(cfg, dict) else cfg.to_dict() if hasattr(cfg, "to_dict") else vars(cfg)

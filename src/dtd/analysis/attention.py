@@ -129,6 +129,7 @@ class WindowScores:
     scores: np.ndarray  # (N, 9) ordered scores, SCORE_NAMES order
     lengths: np.ndarray  # (N,) valid steps per window
     bias_entropy: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> (N, 2) nats, normalised
+    modalities: tuple[int, ...] = (0, 1, 2)  # the token kinds present in the analysed map
 
     @staticmethod
     def concat(parts: list["WindowScores"]) -> "WindowScores":
@@ -137,6 +138,7 @@ class WindowScores:
             np.concatenate([p.scores for p in parts]),
             np.concatenate([p.lengths for p in parts]),
             {k: np.concatenate([p.bias_entropy[k] for p in parts]) for k in keys},
+            parts[0].modalities,
         )
 
 
@@ -157,7 +159,7 @@ def score_windows(maps: dict[str, Any], lengths: np.ndarray, layer: str = "last"
     for name in sorted(n for n in maps if n.startswith("bias.")):
         bias = _np(maps[name]).mean(axis=1)  # (B, K, K) state/action queries over goal keys
         entropy[name.split(".", 1)[1]] = np.array([row_entropy(bias[b], int(n)) for b, n in enumerate(lengths)])
-    return WindowScores(scores, lengths, entropy)
+    return WindowScores(scores, lengths, entropy, modalities)
 
 
 def _context_len(maps: dict[str, Any], n_tok: int) -> int:
@@ -198,6 +200,7 @@ def summarize(ws: WindowScores, model_name: str = "", layer: str = "last", sourc
     share = ws.scores / np.clip(total, 1e-12, None)  # (N, 9) fractions of each window's mass
     out: dict[str, Any] = {
         "model": model_name, "layer": layer, "source": source, "windows": n,
+        "network": "join" if ws.bias_entropy else "transformer", "tokens": [MODALITIES[m] for m in ws.modalities],
         "mean_length": float(ws.lengths.mean()) if n else float("nan"),
         "scores": {k: float(v) for k, v in zip(SCORE_NAMES, ws.scores.mean(0))},
         "scores_sem": {k: float(v) for k, v in zip(SCORE_NAMES, sem(ws.scores))},
@@ -249,20 +252,27 @@ def plot_heatmaps(summaries: Sequence[dict[str, Any]], path: Path, titles: Seque
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    shares = [np.array([s["share"][k] for k in SCORE_NAMES]).reshape(3, 3) for s in summaries]
+    vmax = max(0.5, *(float(m.max()) for m in shares))  # one scale, so side-by-side maps compare
     fig, axes = plt.subplots(1, len(summaries), figsize=(4.6 * len(summaries), 4.2), squeeze=False)
-    for i, (ax, s) in enumerate(zip(axes[0], summaries)):
-        m = np.array([s["share"][k] for k in SCORE_NAMES]).reshape(3, 3)
-        im = ax.imshow(m, cmap="viridis", vmin=0.0, vmax=max(0.5, float(m.max())))
+    for i, (ax, s, m) in enumerate(zip(axes[0], summaries, shares)):
+        present = [t in s.get("tokens", MODALITIES) for t in MODALITIES]
+        absent = ~np.outer(present, present)  # pairs with a modality the network has no token for
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
+        im = ax.imshow(np.ma.masked_where(absent, m), cmap=cmap, vmin=0.0, vmax=vmax)
         for r in range(3):
             for c in range(3):
-                ax.text(c, r, f"{m[r, c]:.1%}", ha="center", va="center",
-                        color="black" if m[r, c] > 0.6 * im.get_clim()[1] else "white", fontsize=10)
+                text = f"{m[r, c]:.1%}" if present[r] and present[c] else "n/a"
+                dark = m[r, c] > 0.6 * vmax or absent[r, c]
+                ax.text(c, r, text, ha="center", va="center", color="black" if dark else "white")
         ax.set_xticks(range(3), MODALITY_NAMES)
         ax.set_yticks(range(3), MODALITY_NAMES)
         ax.set_xlabel("key (attended)")
         ax.set_ylabel("query (attending)")
-        where = "join network" if "bias_entropy" in s else "all layers" if s["layer"] == "mean" else "last layer"
-        ax.set_title(titles[i] if titles else f"{s['model']} ({where})", fontsize=10)
+        title = titles[i] if titles else f"{s['model']} ({'join network' if s.get('network') == 'join' else s['layer'] + ' layer'})"
+        for stream, e in s.get("bias_entropy", {}).items():
+            title += f"\nbias.{stream} entropy {e['normalized']:.2f} of uniform"
+        ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle("share of attention mass by modality", fontsize=11)
     fig.tight_layout()
@@ -291,3 +301,116 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# a run: windows from the dataset or from fresh episodes
+
+
+def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 256, layer: str = "last",
+                rollout: bool = False, seed: int = 0, batch_size: int = 64, progress: bool = True
+                ) -> tuple[WindowScores, dict[str, Any]]:
+    """Score ``windows`` windows of a trained run: sampled from ``dataset`` (default: the run's own) or,
+    with ``rollout``, taken from fresh evaluation episodes driven by ``dtd.Policy``."""
+    from tqdm.auto import tqdm
+
+    from dtd.policy import Policy, run_config
+    from dtd.training.checkpoint import load_run
+
+    if windows < 1:
+        raise DtdError(f"attention: --windows must be >= 1, got {windows}")
+    model, ckpt = load_run(run_dir)
+    cfg = run_config(ckpt)
+    kwargs = ckpt.get("model_kwargs", {})
+    source = dataset or cfg.get("dataset")
+    if rollout:
+        policy = Policy(model, ckpt["state_mean"], ckpt["state_std"], *_rollout_goal(ckpt, cfg),
+                        context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000))
+        batches = _batched(_rollout_windows(policy, _env_id(cfg, ckpt, source), windows, seed), batch_size)
+        where = f"rollouts of {_env_id(cfg, ckpt, source)}"
+    else:
+        if not source:
+            raise DtdError("attention: no dataset given and the run names none (use --dataset)")
+        batches = _dataset_windows(source, ckpt, cfg, windows, seed, batch_size)
+        where = source
+    parts = []
+    with tqdm(total=windows, desc="attention windows", unit="win", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            parts.append(model_windows(model, batch, layer))
+            bar.update(len(batch["mask"]))
+    ws = WindowScores.concat(parts)
+    return ws, summarize(ws, ckpt.get("model_name", ""), layer, where)
+
+
+def _dataset_windows(source: str, ckpt: dict, cfg: dict, windows: int, seed: int, batch_size: int):
+    from dtd.data.loaders import load_dataset
+    from dtd.data.sampler import SequenceSampler
+
+    kwargs = ckpt.get("model_kwargs", {})
+    sampler = SequenceSampler(
+        load_dataset(source), context_len=kwargs.get("context_len", 20), reward_scale=ckpt.get("reward_scale", 1000.0),
+        delayed=bool(cfg.get("delayed", False)), max_ep_len=kwargs.get("max_ep_len", 1000), seed=seed,
+        state_mean=ckpt["state_mean"], state_std=ckpt["state_std"], goal="rtg" if cfg.get("goal", "rtg") == "rtg" else "episode",
+    )
+    left = windows
+    while left > 0:
+        n = min(batch_size, left)
+        left -= n
+        batch = sampler.sample(n)
+        yield {k: batch[k] for k in ("states", "actions", "goals", "timesteps", "mask")}
+
+
+def _batched(singles, batch_size: int):
+    """Group (1, ...) windows into batches of up to batch_size, for one model call each."""
+    group: list[dict] = []
+    for w in singles:
+        group.append(w)
+        if len(group) == batch_size:
+            yield {k: np.concatenate([g[k] for g in group]) for k in group[0]}
+            group = []
+    if group:
+        yield {k: np.concatenate([g[k] for g in group]) for k in group[0]}
+
+
+def _env_id(cfg: dict, ckpt: dict, source: str | None) -> str:
+    env_id = cfg.get("env_id") or ckpt.get("env_id")
+    if not env_id and source:
+        from dtd.data.loaders import load_dataset
+
+        env_id = load_dataset(source).env_id
+    if not env_id:
+        raise DtdError("attention: --rollout needs an environment; the run and its dataset name none")
+    return env_id
+
+
+def _rollout_goal(ckpt: dict, cfg: dict) -> tuple[Any, float]:
+    from dtd.policy import goal_for_run
+
+    goal_fn, target = goal_for_run(ckpt)
+    if target is None:
+        raise DtdError("attention: --rollout needs a target return; the run's task has no default")
+    return goal_fn, target
+
+
+def _rollout_windows(policy: Any, env_id: str, windows: int, seed: int, stride: int = 5):
+    """Windows every ``stride`` steps of seeded episodes (episode i: seed + i) until enough are taken."""
+    from dtd.evaluation.envs import make_env
+
+    env = make_env(env_id)
+    low, high = env.action_space.low, env.action_space.high
+    taken, episode = 0, 0
+    try:
+        while taken < windows:
+            obs, _ = env.reset(seed=seed + episode)
+            policy.reset()
+            reward, done, t = 0.0, False, 0
+            while not done and taken < windows:
+                action = policy.act(obs, reward)
+                if t % stride == 0:
+                    taken += 1
+                    yield policy.window()
+                obs, reward, term, trunc, _ = env.step(np.clip(action, low, high))
+                done, t = term or trunc, t + 1
+            episode += 1
+    finally:
+        env.close()
