@@ -43,12 +43,15 @@ class Policy:
 
     @classmethod
     def load(cls, run_dir: str | Path, target: float | None = None, device: str = "cpu") -> "Policy":
-        """The policy of a run folder's last checkpoint; ``target`` defaults to the task's first target return."""
+        """The policy of a run folder's last checkpoint (or a checkpoint file).
+
+        ``target``: the return to aim for (reward units); default the run's first evaluation target.
+        """
         from dtd.training.checkpoint import load_run
 
         model, ckpt = load_run(run_dir)
         model.to(device)
-        goal_fn, default_target = goal_for_run(ckpt)
+        goal_fn, default_target = goal_for_run(ckpt, device)
         target = default_target if target is None else target
         if target is None:
             raise DtdError(f"{run_dir}: no default target return for this run's task; pass target=...")
@@ -175,14 +178,16 @@ def _act_dim(model: Any) -> int:
     return int(last.shape[0])
 
 
-def goal_for_run(ckpt: dict[str, Any]) -> tuple[Any, float | None]:
-    """The run's goal object (the evaluation engine's) and its default target (None if unknown)."""
+def goal_for_run(ckpt: dict[str, Any], device: str = "cpu") -> tuple[Any, float | None]:
+    """The run's goal object (the evaluation engine's: return-to-go, IQL value, maze) and its default
+    target (None when a return-to-go run's task has none; value and maze goals ignore the target)."""
     from dtd.evaluation.envs import ReturnToGo, target_returns
+    from dtd.evaluation.goals import goal_fn_for
 
     cfg = run_config(ckpt)
-    goal = cfg.get("goal", "rtg")
-    if goal != "rtg":
-        raise DtdError(f"policy: goal kind {goal!r} is not supported by dtd.Policy yet (only return-to-go)")
+    goal_fn = goal_fn_for(cfg, ckpt["state_mean"], ckpt["state_std"], device)
+    if goal_fn is not None:
+        return goal_fn, 0.0
     env_id = cfg.get("env_id") or ckpt.get("env_id")
     if cfg.get("eval_targets"):
         target = float(cfg["eval_targets"][0])

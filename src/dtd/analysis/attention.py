@@ -345,12 +345,16 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
 def _dataset_windows(source: str, ckpt: dict, cfg: dict, windows: int, seed: int, batch_size: int):
     from dtd.data.loaders import load_dataset
     from dtd.data.sampler import SequenceSampler
+    from dtd.evaluation import goals
 
     kwargs = ckpt.get("model_kwargs", {})
+    kind = cfg.get("goal", "rtg")
+    data = goals.with_goals(load_dataset(source), kind, ckpt["state_mean"], ckpt["state_std"],
+                            goals.critic_for(kind, cfg.get("critic", "")))
     sampler = SequenceSampler(
-        load_dataset(source), context_len=kwargs.get("context_len", 20), reward_scale=ckpt.get("reward_scale", 1000.0),
+        data, context_len=kwargs.get("context_len", 20), reward_scale=ckpt.get("reward_scale", 1000.0),
         delayed=bool(cfg.get("delayed", False)), max_ep_len=kwargs.get("max_ep_len", 1000), seed=seed,
-        state_mean=ckpt["state_mean"], state_std=ckpt["state_std"], goal="rtg" if cfg.get("goal", "rtg") == "rtg" else "episode",
+        state_mean=ckpt["state_mean"], state_std=ckpt["state_std"], goal="rtg" if kind == "rtg" else "episode",
     )
     left = windows
     while left > 0:
