@@ -1,0 +1,86 @@
+"""`dtd data info|collect`: inspect a dataset, or make one by rolling out a behaviour policy."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="inspect and collect offline datasets")
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=lambda args: data.print_help() or 2)
+
+    info = sub.add_parser("info", help="episodes, transitions and returns of a dataset")
+    info.add_argument("source", nargs="?", default=None,
+                      help="Minari id, Minari folder, D4RL .hdf5, DT .pkl or A+B (default: the embedded dataset)")
+    info.add_argument("--download", action="store_true", help="let Minari download an id that is not local")
+    info.add_argument("--env", default=None, help="also check the dataset fits this Gymnasium env's spaces")
+    info.set_defaults(func=cmd_info)
+
+    col = sub.add_parser("collect", help="roll out a policy and write a Minari dataset")
+    col.add_argument("--env", required=True, help="Gymnasium id, e.g. Hopper-v5")
+    col.add_argument("--policy", required=True, help="Stable-Baselines3 .zip file, or 'random'")
+    col.add_argument("--steps", type=int, required=True, help="transition budget (the last episode is cut)")
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--out", default=None, help="dataset folder to create")
+    col.add_argument("--dataset-id", default=None,
+                     help="Minari id stored in the metadata; without --out the dataset goes to "
+                          "<MINARI_DATASETS_PATH>/<id> (default dtd/<env>/collected-v0)")
+    col.add_argument("--deterministic", action="store_true", help="policy mean actions (default: sampled)")
+    col.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise sigma (clipped to bounds)")
+    col.add_argument("--algo", default=None, help="SB3 algorithm (default: detected from the file)")
+    col.add_argument("--vecnormalize", default=None,
+                     help="VecNormalize .pkl (default: <policy without .zip>/vecnormalize.pkl if present)")
+    col.add_argument("--ref-min", type=float, default=None, help="random-policy return (default: D4RL's)")
+    col.add_argument("--ref-max", type=float, default=None, help="expert return (default: D4RL's)")
+    col.add_argument("--no-compress", action="store_true", help="keep Minari's uncompressed hdf5")
+    col.add_argument("--description", default=None)
+    col.set_defaults(func=cmd_collect)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from dtd.data.loaders import EMBEDDED_DATASET, check_env_compat, load_dataset
+
+    ds = load_dataset(args.source or EMBEDDED_DATASET, download=args.download)
+    if args.env:
+        check_env_compat(ds, args.env)
+    for line in describe(ds):
+        print(line)
+    return 0
+
+
+def describe(ds) -> list[str]:
+    """The lines `dtd data info` prints."""
+    returns, lengths = ds.returns(), ds.lengths()
+    lines = [
+        f"dataset:      {ds.name}",
+        f"env:          {ds.env_id or 'unknown'}",
+        f"episodes:     {ds.num_episodes}",
+        f"transitions:  {ds.num_steps}",
+        f"dims:         obs {ds.obs_dim}, action {ds.act_dim}" + (f", goal {ds.goal_dim}" if ds.goal_dim else ""),
+        f"length:       mean {lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()}",
+        f"return:       mean {returns.mean():.1f}, min {returns.min():.1f}, max {returns.max():.1f}",
+    ]
+    ref = ds.reference_scores()
+    if ref is None:
+        lines.append("normalized:   n/a (no reference scores for this env)")
+    else:
+        norm = ds.normalized_score(returns)
+        lines.append(f"normalized:   mean {norm.mean():.1f}, min {norm.min():.1f}, max {norm.max():.1f} "
+                     f"(ref min {ref[0]:g}, max {ref[1]:g})")
+    return lines
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from dtd.data.collect import collect
+    from dtd.data.loaders import load_dataset
+
+    dest = collect(args.env, args.policy, args.steps, seed=args.seed, out=args.out,
+                   dataset_id=args.dataset_id, deterministic=args.deterministic, noise=args.noise,
+                   ref_min=args.ref_min, ref_max=args.ref_max, algo=args.algo,
+                   vecnormalize=args.vecnormalize, compress=not args.no_compress,
+                   description=args.description)
+    print(f"wrote {dest}")
+    for line in describe(load_dataset(str(dest))):
+        print(line)
+    return 0

@@ -1,0 +1,287 @@
+"""dtd data collect: roll a behaviour policy in a Gymnasium env and write a Minari dataset.
+
+The dataset is written by Minari itself (minari.create_dataset_from_buffers; its DataCollector
+wrapper would need jax) inside a temporary Minari root next to the destination, then renamed into
+place, so an interrupted collection never leaves a half-written dataset. Policies: Stable-Baselines3 / sb3-contrib .zip files (the public
+zoo agents were pickled with the old `gym` package) or uniform random actions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dtd.data import refscores
+from dtd.data.loaders import check_env_id
+from dtd.errors import DtdError
+
+Policy = Callable[[np.ndarray], np.ndarray]  # raw env observation (S,) -> action (A,)
+
+SB3_ALGOS = {  # algorithm name -> (module, class)
+    "a2c": ("stable_baselines3", "A2C"), "ppo": ("stable_baselines3", "PPO"),
+    "sac": ("stable_baselines3", "SAC"), "td3": ("stable_baselines3", "TD3"),
+    "ddpg": ("stable_baselines3", "DDPG"), "dqn": ("stable_baselines3", "DQN"),
+    "tqc": ("sb3_contrib", "TQC"), "trpo": ("sb3_contrib", "TRPO"),
+    "ars": ("sb3_contrib", "ARS"), "qrdqn": ("sb3_contrib", "QRDQN"),
+    "recurrentppo": ("sb3_contrib", "RecurrentPPO"),
+}
+
+
+def alias_gym_to_gymnasium() -> None:
+    """Old SB3 pickles import `gym`; point those module names at gymnasium."""
+    import importlib
+
+    for name in ("gym", "gym.spaces", "gym.spaces.box", "gym.spaces.discrete", "gym.spaces.dict"):
+        sys.modules.setdefault(name, importlib.import_module("gymnasium" + name[3:]))
+
+
+def detect_algorithm(zip_path: Path) -> str:
+    """The SB3 algorithm of a saved model, from its policy class module or its saved attributes."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise DtdError(f"{zip_path}: not a Stable-Baselines3 model file ({exc})") from None
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in SB3_ALGOS:  # stable_baselines3.sac.policies
+        return parts[1]
+    # on-policy algorithms share stable_baselines3.common.policies: tell them apart by attributes
+    if "cg_max_steps" in data:
+        return "trpo"
+    if "clip_range" in data:
+        return "ppo"
+    if "n_steps" in data:
+        return "a2c"
+    raise DtdError(f"{zip_path}: cannot tell the algorithm (policy module {module!r}); pass --algo")
+
+
+def load_sb3_policy(path: str | Path, deterministic: bool = False, algo: str | None = None,
+                    vecnormalize: str | Path | None = None, seed: int = 0) -> Policy:
+    """A policy function from an SB3 .zip; vecnormalize.pkl next to it (zoo layout) is used if found."""
+    import importlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise DtdError(f"{path}: no such policy file")
+    algo = (algo or detect_algorithm(path)).lower()
+    if algo not in SB3_ALGOS:
+        raise DtdError(f"{path}: unknown algorithm {algo!r} (known: {', '.join(sorted(SB3_ALGOS))})")
+    alias_gym_to_gymnasium()
+    module, cls = SB3_ALGOS[algo]
+    Algo = getattr(importlib.import_module(module), cls)
+    custom = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    try:
+        model = Algo.load(str(path), custom_objects=custom, device="cpu")
+    except Exception as exc:
+        raise DtdError(f"{path}: cannot load the {cls} model ({type(exc).__name__}: {exc})") from None
+    model.set_random_seed(seed)
+
+    if vecnormalize is None:  # zoo layout: <Env>.zip + <Env>/vecnormalize.pkl
+        candidate = path.with_suffix("") / "vecnormalize.pkl"
+        vecnormalize = candidate if candidate.is_file() else None
+    normalize = _obs_normalizer(Path(vecnormalize)) if vecnormalize else (lambda o: o)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(normalize(obs), deterministic=deterministic)
+        return action
+
+    return policy
+
+
+def _obs_normalizer(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """clip((obs - mean) / sqrt(var + eps), -clip, clip) from a pickled SB3 VecNormalize."""
+    import pickle
+
+    alias_gym_to_gymnasium()
+    try:
+        with open(path, "rb") as fh:
+            vn = pickle.load(fh)
+        mean, var = np.asarray(vn.obs_rms.mean), np.asarray(vn.obs_rms.var)
+        eps, clip = float(vn.epsilon), float(vn.clip_obs)
+        enabled = bool(getattr(vn, "norm_obs", True))
+    except Exception as exc:
+        raise DtdError(f"{path}: cannot read the VecNormalize statistics ({type(exc).__name__}: {exc})") from None
+    if not enabled:
+        return lambda o: o
+    return lambda o: np.clip((o - mean) / np.sqrt(var + eps), -clip, clip).astype(np.float32)
+
+
+def random_policy(action_space, seed: int) -> Policy:
+    action_space.seed(seed)
+    return lambda obs: action_space.sample()
+
+
+@contextlib.contextmanager
+def _minari_root(root: Path):
+    """Point Minari (which reads MINARI_DATASETS_PATH) at `root` for the duration."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path | None = None,
+            dataset_id: str | None = None, deterministic: bool = False, noise: float = 0.0,
+            ref_min: float | None = None, ref_max: float | None = None, algo: str | None = None,
+            vecnormalize: str | Path | None = None, compress: bool = True,
+            description: str | None = None, progress: bool = True) -> Path:
+    """Collect `steps` transitions with `policy` (an SB3 .zip path or "random") into a Minari dataset.
+
+    The dataset goes to the folder `out`, or to <Minari root>/<dataset_id> when `out` is None.
+    Returns that folder. ref_min/ref_max default to D4RL's constants for the env.
+    """
+    import gymnasium as gym
+
+    if steps < 1:
+        raise DtdError(f"--steps: must be >= 1, got {steps}")
+    if noise < 0:
+        raise DtdError(f"--noise: must be >= 0, got {noise}")
+    dataset_id = dataset_id or f"dtd/{refscores.env_key(env_id) or 'env'}/collected-v0"
+    dest = dataset_destination(dataset_id, out)
+    if ref_min is None and ref_max is None and refscores.ref_scores(env_id):
+        ref_min, ref_max = refscores.ref_scores(env_id)
+    if (ref_min is None) != (ref_max is None):
+        raise DtdError("--ref-min/--ref-max: give both or neither")
+
+    check_env_id(env_id)
+    env = gym.make(env_id)
+    try:
+        if policy == "random":
+            act, algorithm = random_policy(env.action_space, seed), "random"
+        else:
+            act = load_sb3_policy(policy, deterministic, algo, vecnormalize, seed)
+            kind = "deterministic" if deterministic else "sampled"
+            algorithm = f"sb3-{algo or detect_algorithm(Path(policy))}-{kind}"
+        buffers = rollout(env, act, steps, noise, np.random.default_rng(seed), progress)
+        desc = description or (f"{algorithm} policy {policy}, {steps} steps, seed {seed}, "
+                               f"action noise {noise}; made with dtd data collect")
+        write_dataset(buffers, dest, dataset_id=dataset_id, env=env, compress=compress,
+                      algorithm_name=algorithm, description=desc, ref_min_score=ref_min,
+                      ref_max_score=ref_max)
+    finally:
+        env.close()
+    return dest
+
+
+def dataset_destination(dataset_id: str, out: str | Path | None) -> Path:
+    """The folder a new dataset goes to: `out`, else <Minari root>/<dataset_id>; must not exist yet."""
+    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    try:
+        parse_dataset_id(dataset_id)
+    except ValueError as exc:
+        raise DtdError(f"--dataset-id: {exc}") from None
+    dest = Path(get_dataset_path(dataset_id)) if out is None else Path(out).expanduser()
+    dest = dest.resolve()  # Minari needs an absolute root
+    if dest.exists():
+        raise DtdError(f"{dest}: already exists; remove it or choose another --out/--dataset-id")
+    return dest
+
+
+def write_dataset(buffers: list, dest: Path, dataset_id: str, env, compress: bool = True,
+                  **metadata) -> Path:
+    """Write minari EpisodeBuffers as a Minari dataset at `dest`, atomically.
+
+    minari.create_dataset_from_buffers builds it in a temporary Minari root next to `dest`; the
+    finished folder is then compacted (`compress`) and renamed into place. `metadata`: keyword
+    arguments of create_dataset_from_buffers (algorithm_name, ref_min_score, description, ...).
+    """
+    import minari
+    from minari.dataset.minari_storage import MinariStorage
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".dtd-collect-", dir=dest.parent))
+    try:
+        with _minari_root(tmp_root), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # author_email / eval_env advice
+            minari.create_dataset_from_buffers(dataset_id, buffers, env=env, author="dtd",
+                                               code_permalink="dtd data collect", **metadata)
+        made = tmp_root / dataset_id
+        if compress:
+            _compress_hdf5(made / "data" / "main_data.hdf5")
+            storage = MinariStorage.read(made / "data")
+            storage.update_metadata({"dataset_size": storage.get_size()})
+        os.rename(made, dest)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return dest
+
+
+def rollout(env, act: Policy, steps: int, noise: float, rng: np.random.Generator,
+            progress: bool = True) -> list:
+    """Step `env` for `steps` transitions; one minari EpisodeBuffer per episode (T+1 observations).
+
+    The episode that the budget cuts is kept and marked truncated, as Minari's DataCollector does.
+    """
+    from minari.data_collector import EpisodeBuffer
+    from tqdm import tqdm
+
+    space = env.action_space
+    buffers = []
+    ep: dict[str, list] = {k: [] for k in ("obs", "act", "rew", "term", "trunc")}
+    reset_seed = int(rng.integers(2**31))
+    obs, _ = env.reset(seed=reset_seed)
+    for t in tqdm(range(steps), desc=f"collect {env.spec.id}", unit="step", disable=not progress):
+        action = np.asarray(act(obs), dtype=np.float64)
+        if noise > 0:
+            action = action + noise * rng.standard_normal(action.shape)
+        action = np.clip(action, space.low, space.high).astype(space.dtype)
+        ep["obs"].append(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        ep["act"].append(action)
+        ep["rew"].append(float(reward))
+        ep["term"].append(bool(terminated))
+        ep["trunc"].append(bool(truncated) or (t == steps - 1 and not terminated))
+        if terminated or ep["trunc"][-1]:
+            buffers.append(EpisodeBuffer(
+                id=len(buffers), seed=reset_seed, observations=np.stack(ep["obs"] + [obs]),
+                actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
+                truncations=ep["trunc"], infos={}))
+            ep = {k: [] for k in ep}
+            reset_seed = int(rng.integers(2**31))
+            obs, _ = env.reset(seed=reset_seed)
+    return buffers
+
+
+def _compress_hdf5(path: Path) -> None:
+    """Rewrite Minari's hdf5 compactly: gzip+shuffle, float64 stored as float32 (dtd reads float32
+    anyway) and the newest hdf5 object format (much smaller per-episode overhead).
+
+    Readers, minari.load_dataset included, decompress transparently.
+    """
+    import h5py
+
+    tmp = path.with_name(path.name + ".tmp")
+
+    def copy(src: h5py.Group, dst: h5py.Group) -> None:
+        dst.attrs.update(src.attrs)
+        for name, item in src.items():
+            if isinstance(item, h5py.Group):
+                copy(item, dst.create_group(name))
+                continue
+            data = item[()]
+            if data.dtype == np.float64:
+                data = data.astype(np.float32)
+            kw = dict(compression="gzip", compression_opts=9, shuffle=True) if np.ndim(data) else {}
+            dst.create_dataset(name, data=data, **kw).attrs.update(item.attrs)
+
+    with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
+        copy(src, dst)
+    os.replace(tmp, path)
