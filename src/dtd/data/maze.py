@@ -1,0 +1,273 @@
+"""Mazes: Gymnasium-Robotics PointMaze / AntMaze ids, a grid planner with a PD controller, and
+``dtd data collect-maze``, which builds PointMaze datasets the way D4RL's maze2d and Minari's
+pointmaze data were built (a planner picks waypoints towards a goal, a PD controller follows them,
+the goal is resampled when reached, Gaussian action noise on top).
+
+The maze state used everywhere in dtd is ``[observation, desired_goal]`` for PointMaze (xy, vxy,
+goal xy) and ``[achieved_goal, observation, desired_goal]`` for AntMaze (xy first, as in D4RL's
+antmaze): xy always sits in state[:2], so the goal token can be built from normalised states.
+The goal xy is in the state too so that return-to-go models (DT) see which goal they must reach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from dtd.errors import DtdError
+
+LAYOUTS = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
+ROBOTS = {"point": "PointMaze_{}-v3", "ant": "AntMaze_{}-v5"}
+
+
+def maze_env_id(layout: str, robot: str = "point") -> str:
+    """Gymnasium id of a D4RL maze, e.g. ("medium", "point") -> "PointMaze_Medium-v3"."""
+    if layout not in LAYOUTS:
+        raise DtdError(f"maze: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    if robot not in ROBOTS:
+        raise DtdError(f"maze: unknown robot {robot!r} (choose from {', '.join(ROBOTS)})")
+    return ROBOTS[robot].format(LAYOUTS[layout])
+
+
+def is_maze_env(env_id: str | None) -> bool:
+    return bool(env_id) and ("PointMaze_" in env_id or "AntMaze_" in env_id)
+
+
+def make_maze_env(env_id: str, episodic: bool = True, **kwargs):
+    """A sparse-reward maze env. ``episodic`` ends the episode at the goal (evaluation: success =
+    the goal was reached); otherwise the goal is resampled when reached (data collection)."""
+    import gymnasium as gym
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    if not is_maze_env(env_id):
+        raise DtdError(f"maze: {env_id!r} is not a PointMaze/AntMaze id")
+    if env_id.startswith("AntMaze_"):
+        kwargs.setdefault("include_cfrc_ext_in_observation", False)  # D4RL's 29-dim ant state
+    try:
+        return gym.make(env_id, reward_type="sparse", continuing_task=not episodic,
+                        reset_target=not episodic, **kwargs)
+    except gym.error.Error as exc:
+        raise DtdError(f"maze: cannot make {env_id!r}: {exc}") from exc
+
+
+def flatten_maze_obs(obs: dict, ant: bool) -> np.ndarray:
+    """Dict observation (single or batched) -> the maze state (..., S), xy in [..., :2]."""
+    parts = [obs["observation"], obs["desired_goal"]]
+    if ant:
+        parts.insert(0, obs["achieved_goal"])
+    return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=-1)
+
+
+def make_maze_eval_env(env_id: str, **kwargs):
+    """The evaluation maze: episodic (ends at the goal, sparse reward 1 there, so the return is 1
+    on success and 0 otherwise) with the flat maze-state observation models are trained on."""
+    import gymnasium as gym
+
+    env = make_maze_env(env_id, episodic=True, **kwargs)
+    ant = env_id.startswith("AntMaze_")
+    dim = sum(env.observation_space[k].shape[0] for k in ("observation", "desired_goal")) + 2 * ant
+    space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+    return gym.wrappers.TransformObservation(env, lambda obs: flatten_maze_obs(obs, ant), space)
+
+
+class MazePlanner:
+    """Breadth-first search over the free cells of a maze map; ``waypoint`` returns the xy the
+    controller should head for: the centre of the next cell on the shortest path to the goal's
+    cell (skipping cells already in line of sight along a row/column), or the goal itself."""
+
+    def __init__(self, maze) -> None:
+        self.maze = maze  # gymnasium_robotics Maze: maze_map, cell_xy_to_rowcol, cell_rowcol_to_xy
+        self.free = np.array([[c != 1 for c in row] for row in maze.maze_map])  # (rows, cols)
+
+    def cell(self, xy: np.ndarray) -> tuple[int, int]:
+        i, j = self.maze.cell_xy_to_rowcol(xy)
+        i = int(np.clip(i, 0, self.free.shape[0] - 1))
+        j = int(np.clip(j, 0, self.free.shape[1] - 1))
+        return i, j
+
+    def path(self, start: tuple[int, int], goal: tuple[int, int]) -> list[tuple[int, int]]:
+        """Shortest list of cells from start to goal (both included); [start] when unreachable."""
+        parent = {start: start}
+        queue = deque([start])
+        while queue:
+            cur = queue.popleft()
+            if cur == goal:
+                break
+            i, j = cur
+            for nxt in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                if nxt not in parent and 0 <= nxt[0] < self.free.shape[0] \
+                        and 0 <= nxt[1] < self.free.shape[1] and self.free[nxt]:
+                    parent[nxt] = cur
+                    queue.append(nxt)
+        if goal not in parent:
+            return [start]
+        cells = [goal]
+        while cells[-1] != start:
+            cells.append(parent[cells[-1]])
+        return cells[::-1]
+
+    def waypoint(self, xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+        cells = self.path(self.cell(xy), self.cell(goal_xy))
+        if len(cells) <= 1:
+            return np.asarray(goal_xy, dtype=np.float64)
+        # go straight as long as the path keeps the first step's direction
+        di, dj = cells[1][0] - cells[0][0], cells[1][1] - cells[0][1]
+        k = 1
+        while k + 1 < len(cells) and (cells[k + 1][0] - cells[k][0], cells[k + 1][1] - cells[k][1]) == (di, dj):
+            k += 1
+        if k == len(cells) - 1:
+            return np.asarray(goal_xy, dtype=np.float64)
+        return self.maze.cell_rowcol_to_xy(np.array(cells[k]))
+
+
+class WaypointController:
+    """PD controller towards the planner's waypoint, plus Gaussian action noise:
+    a = clip(kp (w - xy) - kd v + N(0, noise^2), -1, 1)."""
+
+    def __init__(self, planner: MazePlanner, kp: float = 10.0, kd: float = 1.0, noise: float = 0.0,
+                 seed: int = 0) -> None:
+        self.planner, self.kp, self.kd, self.noise = planner, kp, kd, noise
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        xy, vel = obs["observation"][:2], obs["observation"][2:4]
+        target = self.planner.waypoint(xy, obs["desired_goal"])
+        action = self.kp * (target - xy) - self.kd * vel
+        if self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, size=2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out: str | Path | None = None,
+                 dataset_id: str | None = None, progress: bool = True) -> Path:
+    """Drive PointMaze ``layout`` with the planner + controller for ``steps`` steps and write a
+    Minari dataset: episodes of the env's time limit, the goal resampled whenever it is reached,
+    sparse reward w.r.t. the goal pursued, that goal stored per step as ``infos/goal``.
+
+    Written to the folder ``out`` or, without it, to <Minari root>/<dataset_id>; built in a
+    temporary Minari root next to it and renamed into place (dtd.data.collect's machinery).
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from tqdm import tqdm
+
+    from dtd.data.collect import _compress_hdf5, _minari_root
+
+    if steps < 1:
+        raise DtdError(f"collect-maze: --steps must be >= 1, got {steps}")
+    if noise < 0:
+        raise DtdError(f"collect-maze: --noise must be >= 0, got {noise}")
+    env_id = maze_env_id(layout, "point")
+    dataset_id = dataset_id or f"dtd/pointmaze-{layout}/planner-v0"
+    try:
+        minari.dataset.minari_dataset.parse_dataset_id(dataset_id)
+    except ValueError as exc:
+        raise DtdError(f"collect-maze: --dataset-id: {exc}") from None
+    if out is None:
+        from minari.storage.datasets_root_dir import get_dataset_path
+        dest = Path(get_dataset_path(dataset_id))
+    else:
+        dest = Path(out).expanduser()
+    if dest.exists():
+        raise DtdError(f"collect-maze: {dest} already exists; remove it or choose another --out/--dataset-id")
+
+    env = make_maze_env(env_id, episodic=False)
+    controller = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)
+    buffers, ep = [], None
+    try:
+        for t in tqdm(range(steps), desc=f"collect {env_id}", unit="step", disable=not progress):
+            if ep is None:
+                reset_seed = seed * 100_003 + len(buffers)
+                obs, _ = env.reset(seed=reset_seed)
+                ep = {"obs": [obs], "act": [], "rew": [], "term": [], "trunc": []}
+            action = controller(obs)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            ep["obs"].append(obs)
+            ep["act"].append(action)
+            ep["rew"].append(float(reward))
+            ep["term"].append(bool(terminated))
+            ep["trunc"].append(bool(truncated) or (t == steps - 1 and not terminated))
+            if terminated or ep["trunc"][-1]:
+                observations = {k: np.stack([o[k] for o in ep["obs"]]) for k in ep["obs"][0]}  # (T+1, .)
+                buffers.append(EpisodeBuffer(
+                    id=len(buffers), seed=reset_seed, observations=observations,
+                    actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
+                    truncations=ep["trunc"], infos={"goal": observations["desired_goal"].astype(np.float32)}))
+                ep = None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_root = Path(tempfile.mkdtemp(prefix=".dtd-collect-maze-", dir=dest.parent))
+        try:
+            with _minari_root(tmp_root):
+                minari.create_dataset_from_buffers(
+                    dataset_id, buffers, env=env, algorithm_name="dtd-maze-planner", author="dtd",
+                    code_permalink="dtd data collect-maze", ref_min_score=0.0, ref_max_score=1.0,
+                    description=(f"{env_id}: BFS waypoints over the maze grid, PD control (kp 10, kd 1), "
+                                 f"Gaussian action noise {noise}, goal resampled when reached; "
+                                 f"{steps} steps, seed {seed}; made with dtd data collect-maze"))
+            made = tmp_root / dataset_id
+            _compress_hdf5(made / "data" / "main_data.hdf5")
+            os.rename(made, dest)
+        finally:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    finally:
+        env.close()
+    return dest
+
+
+# ---- datasets: the maze state layout --------------------------------------------------------
+
+D4RL_NAMES = {"maze2d": "point", "antmaze": "ant"}  # D4RL file-name prefix -> robot
+
+
+def maze_robot(dataset) -> str | None:
+    """'point' / 'ant' when a dataset is a maze one (by env id, else by D4RL-style name), else None."""
+    env_id = dataset.env_id or ""
+    if env_id.startswith("PointMaze_"):
+        return "point"
+    if env_id.startswith("AntMaze_"):
+        return "ant"
+    name = Path(str(dataset.name)).name.lower()
+    return next((robot for prefix, robot in D4RL_NAMES.items() if name.startswith(prefix)), None)
+
+
+def _env_id_from_name(name: str, robot: str) -> str | None:
+    layout = next((k for k in LAYOUTS if k in name.lower()), None)
+    return maze_env_id(layout, robot) if layout else None
+
+
+def to_maze_dataset(dataset):
+    """A loaded maze dataset -> the maze state layout ([xy, rest, goal xy], see the module doc).
+
+    Minari mazes arrive as observation + goals (desired_goal) + infos/achieved_goal; AntMaze's
+    observation lacks xy, so achieved_goal is put first. D4RL hdf5 files already start with xy and
+    carry infos/goal; without a goal the trajectory's last xy is used (spec). Reference scores are
+    set to (0, 1): an evaluation episode ends at the goal with return 1, so the normalised score is
+    the success rate x100. Other datasets are returned unchanged.
+    """
+    from dtd.data.episodes import Episode, EpisodeDataset
+
+    robot = maze_robot(dataset)
+    if robot is None or getattr(dataset, "maze_layout", False):
+        return dataset
+    episodes = []
+    for ep in dataset.episodes:
+        obs = ep.observations
+        xy = ep.infos.get("achieved_goal")
+        if xy is not None and not np.allclose(obs[:, :2], xy, atol=1e-5):
+            obs = np.concatenate([xy, obs], axis=1)  # AntMaze (Minari): xy is not in the observation
+        goals = ep.goals if ep.goals is not None else ep.infos.get("goal")
+        if goals is None:
+            goals = np.repeat(obs[-1:, :2], len(obs), axis=0)
+        goals = np.asarray(goals, np.float32).reshape(len(obs), -1)[:, :2]
+        episodes.append(Episode(np.concatenate([obs, goals], axis=1), ep.actions, ep.rewards, ep.terminals,
+                                ep.timeouts, goals, ep.infos))
+    env_id = dataset.env_id or _env_id_from_name(Path(str(dataset.name)).name, robot)
+    out = EpisodeDataset(episodes, dataset.name, env_id, 0.0, 1.0)
+    out.maze_layout = True
+    return out
