@@ -37,6 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     col.add_argument("--description", default=None)
     col.set_defaults(func=cmd_collect)
 
+    maze = sub.add_parser("collect-maze", help="PointMaze dataset from a grid planner + PD controller (D4RL maze2d recipe)",
+                          description="BFS waypoints over the maze grid towards the goal, a PD controller following "
+                          "them, the goal resampled when reached, Gaussian action noise; per-step goal in infos/goal.")
+    maze.add_argument("--maze", required=True, choices=["umaze", "medium", "large"], help="PointMaze layout")
+    maze.add_argument("--steps", type=int, required=True, help="transition budget (the last episode is cut)")
+    maze.add_argument("--seed", type=int, default=0)
+    maze.add_argument("--noise", type=float, default=0.1, help="Gaussian action noise sigma")
+    maze.add_argument("--out", default=None, help="dataset folder to create")
+    maze.add_argument("--dataset-id", default=None,
+                      help="without --out the dataset goes to <MINARI_DATASETS_PATH>/<id> "
+                           "(default dtd/pointmaze-<maze>/planner-v0)")
+    maze.set_defaults(func=cmd_collect_maze)
+
 
 def cmd_info(args: argparse.Namespace) -> int:
     from dtd.data.loaders import EMBEDDED_DATASET, check_env_compat, load_dataset
@@ -80,6 +93,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
                    ref_min=args.ref_min, ref_max=args.ref_max, algo=args.algo,
                    vecnormalize=args.vecnormalize, compress=not args.no_compress,
                    description=args.description)
+    print(f"wrote {dest}")
+    for line in describe(load_dataset(str(dest))):
+        print(line)
+    return 0
+
+
+def cmd_collect_maze(args: argparse.Namespace) -> int:
+    from dtd.data.loaders import load_dataset
+    from dtd.data.maze import collect_maze
+
+    dest = collect_maze(args.maze, args.steps, seed=args.seed, noise=args.noise, out=args.out,
+                        dataset_id=args.dataset_id)
     print(f"wrote {dest}")
     for line in describe(load_dataset(str(dest))):
         print(line)
