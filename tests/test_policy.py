@@ -100,3 +100,49 @@ def test_missing_reward_and_batch_size_change():
         pol.act(np.ones(2), float("nan"))
     with pytest.raises(DtdError, match="reset"):
         pol.act(np.ones((4, 2)), 0.0)
+
+
+# ---- a real run: Policy.load in a plain Gymnasium loop gives what `dtd eval` gets ---------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from dtd.training.config import TrainConfig
+    from dtd.training.trainer import train
+
+    cfg = TrainConfig(model="dtd", steps=3, batch_size=8, context_len=4, eval_episodes=0, eval_untrained=False,
+                      log_every=0, ckpt_every=0, out_dir=str(tmp_path_factory.mktemp("runs")), run_name="dtd",
+                      hidden_size=16, n_layer=1, model_opts=["ff_dim=32", "join_ff_dim=32"])
+    return train(cfg, progress=False).run_dir
+
+
+def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
+    import dtd
+    from dtd.evaluation.envs import make_env
+    from dtd.evaluation.rollout import evaluate
+    from dtd.training.checkpoint import load_run
+
+    env = make_env("Hopper-v5", max_episode_steps=25)
+    policy = dtd.Policy.load(run_dir, target=1800)  # the README's five lines, plus bookkeeping
+    obs, _ = env.reset(seed=7)
+    reward, done, total = 0.0, False, 0.0
+    while not done:
+        obs, reward, term, trunc, _ = env.step(policy.act(obs, reward))
+        done, total = term or trunc, total + reward
+    model, ckpt = load_run(run_dir)
+    out = evaluate(model, "Hopper-v5", [1800.0], episodes=1, seed=7, state_mean=ckpt["state_mean"],
+                   state_std=ckpt["state_std"], reward_scale=ckpt["reward_scale"], context_len=4,
+                   max_steps=25, batched=False, progress=False)
+    assert total == pytest.approx(out["targets"]["1800"]["returns"][0], abs=1e-6)
+
+
+def test_loaded_policy_rejects_bad_observations_and_batches(run_dir):
+    from dtd.policy import Policy
+
+    policy = Policy.load(run_dir)  # default target: the task's first (Hopper 3600)
+    assert policy.target == 3600.0 and policy.context_len == 4
+    with pytest.raises(DtdError, match=r"expected \(11,\)"):
+        policy.act(np.zeros(17))
+    actions = policy.act(np.zeros((5, 11)))
+    assert actions.shape == (5, 3) and np.all(np.abs(actions) <= 1)
+    np.testing.assert_allclose(actions, actions[:1].repeat(5, 0), atol=1e-6)  # same inputs, same actions
