@@ -13,7 +13,7 @@ import sys
 from dtd.errors import DtdError
 
 # module names under dtd.cli, in the order they appear in --help
-COMMAND_MODULES = ["data", "train", "iql", "attention", "bench", "export"]
+COMMAND_MODULES = ["data", "train", "evaluate", "iql", "attention", "bench", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

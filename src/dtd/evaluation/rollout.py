@@ -1,0 +1,366 @@
+"""Roll a trained model out in the simulator: N episodes together, one batched model call per step.
+
+All N episodes start together in one vector env (episode i seeded with seed + i) and advance in
+lock-step, so at env step t every running episode is at timestep t and the model window is one
+slice ``[lo, lo + K)`` of preallocated (N, T, ·) history buffers. For t < K that slice is already
+right-padded: the steps after t have not been written yet and are still zero. Finished episodes drop
+out of the model call; their vector-env copies keep stepping (autoreset) and are ignored.
+
+``evaluate(..., batched=False)`` (``evaluate_reference``) is the naive path kept for ``dtd bench``
+and tests: one episode at a time, the window rebuilt from the full history every step. Both paths
+give identical returns for the same seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from dtd.data.refscores import normalize, ref_scores
+from dtd.errors import DtdError
+from dtd.evaluation.envs import DEFAULT_VECTOR, GoalFn, ReturnToGo, make_env, make_vector_env, target_returns
+
+
+@dataclass
+class Episodes:
+    """Outcome of N episodes for one target."""
+
+    returns: np.ndarray  # (N,) float64, undiscounted
+    lengths: np.ndarray  # (N,) int64
+    success: np.ndarray | None  # (N,) bool, when the env reports info["success"] (mazes)
+
+
+def _model_dtype(model):
+    """Inputs follow the model's parameter dtype (float32 normally; float64 in the identity test)."""
+    import torch
+
+    return next(iter(model.parameters()), torch.zeros(())).dtype
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """What both rollout paths need besides the model, env, goal and seed."""
+
+    state_mean: np.ndarray  # (S,) float32, the training data's statistics
+    state_std: np.ndarray  # (S,) float32
+    context_len: int  # K, window length
+    max_ep_len: int  # the model's timestep table size: timesteps clipped to max_ep_len - 1
+    max_steps: int  # episode cap
+    device: str = "cpu"
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        """The training-time state normalisation, float32 (one definition for both paths)."""
+        return ((obs - self.state_mean) / self.state_std).astype(np.float32)
+
+
+def rollout_batched(
+    model,
+    env,
+    target: float,
+    goal_fn: GoalFn,
+    spec: RolloutSpec,
+    seed: int,
+    progress=None,
+) -> Episodes:
+    """Run ``env.num_envs`` episodes of a vector env together; see the module docstring."""
+    import torch
+
+    n, K, T, device = env.num_envs, spec.context_len, max(spec.max_steps, spec.context_len), spec.device
+    obs, _ = env.reset(seed=[seed + i for i in range(n)])
+    act_dim = env.single_action_space.shape[0]
+    goal = goal_fn.reset(target, obs)  # (N, G) float64
+    # history buffers on the model's device and in its dtype: row t is written at step t, never moved
+    like = dict(device=device, dtype=_model_dtype(model))
+    states = torch.zeros((n, T, obs.shape[1]), **like)  # (N, T, S)
+    actions = torch.zeros((n, T, act_dim), **like)  # (N, T, A)
+    goals = torch.zeros((n, T, goal.shape[1]), **like)  # (N, T, G)
+    timesteps = torch.arange(T, device=device).clamp(max=spec.max_ep_len - 1)  # (T,)
+
+    returns = np.zeros(n)
+    lengths = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    success = None
+    low, high = env.single_action_space.low, env.single_action_space.high
+    step_actions = np.zeros((n, act_dim), dtype=np.float32)
+    for t in range(spec.max_steps):
+        states[:, t] = torch.from_numpy(spec.normalize(obs)).to(**like)
+        goals[:, t] = torch.from_numpy(goal.astype(np.float32)).to(**like)
+        lo = max(0, t - K + 1)
+        run = None if not done.any() else torch.from_numpy(np.flatnonzero(~done)).to(device)
+        pick = (lambda buf: buf[:, lo : lo + K]) if run is None else (lambda buf: buf[run, lo : lo + K])
+        m = n if run is None else len(run)
+        with torch.inference_mode():
+            act = model.act(
+                pick(states),  # (m, K, S) right-padded
+                pick(actions),  # (m, K, A)
+                pick(goals),  # (m, K, G)
+                timesteps[lo : lo + K].expand(m, -1),  # (m, K)
+                torch.full((m,), t + 1 - lo, device=device, dtype=torch.long),  # (m,)
+            )  # (m, A)
+        # the history keeps the executed action: float32, clipped to the action space
+        step_actions[~done] = np.clip(act.float().cpu().numpy(), low, high)
+        actions[:, t] = torch.from_numpy(step_actions).to(**like)
+        obs, reward, terminated, truncated, info = env.step(step_actions)
+        running = ~done
+        returns += np.where(running, reward, 0.0)
+        if "success" in info:
+            success = np.zeros(n, dtype=bool) if success is None else success
+            success |= running & np.asarray(info["success"], dtype=bool)
+        goal = goal_fn.update(goal, reward, obs)
+        ended = running & (terminated | truncated | (t + 1 == spec.max_steps))
+        lengths[ended] = t + 1
+        done |= ended
+        if progress is not None:
+            progress.update(int(running.sum()))
+        if done.all():
+            break
+    return Episodes(returns, lengths, success)
+
+
+def rollout_reference(
+    model,
+    env,
+    target: float,
+    goal_fn: GoalFn,
+    spec: RolloutSpec,
+    seed: int,
+    progress=None,
+) -> tuple[float, int, bool | None]:
+    """One episode, the naive way: full history lists, window rebuilt and padded every step."""
+    import torch
+
+    K, dtype, device = spec.context_len, _model_dtype(model), spec.device
+    obs, _ = env.reset(seed=seed)
+    act_dim = env.action_space.shape[0]
+    goal = goal_fn.reset(target, obs[None])  # (1, G)
+    hist_s, hist_a, hist_g = [], [], []
+    ret, length, success = 0.0, 0, None
+    for t in range(spec.max_steps):
+        hist_s.append(spec.normalize(obs))
+        hist_g.append(goal[0].astype(np.float32))
+        hist_a.append(np.zeros(act_dim, dtype=np.float32))  # the slot for a_t, ignored by act()
+        lo = max(0, t - K + 1)
+        L = t + 1 - lo
+
+        def window(hist):  # (1, K, D): the last L steps, then zeros
+            out = np.zeros((1, K, len(hist[0])), dtype=np.float32)
+            out[0, :L] = np.stack(hist[lo:])
+            return torch.from_numpy(out).to(device=device, dtype=dtype)
+
+        ts = np.zeros((1, K), dtype=np.int64)
+        ts[0, :L] = np.minimum(np.arange(lo, t + 1), spec.max_ep_len - 1)
+        with torch.inference_mode():
+            act = model.act(
+                window(hist_s),
+                window(hist_a),
+                window(hist_g),
+                torch.from_numpy(ts).to(device),
+                torch.tensor([L], device=device),
+            )[0]
+        a = np.clip(act.float().cpu().numpy(), env.action_space.low, env.action_space.high)
+        hist_a[-1] = a
+        obs, reward, terminated, truncated, info = env.step(a)
+        ret += float(reward)
+        length = t + 1
+        if "success" in info:
+            success = bool(success) or bool(info["success"])
+        goal = goal_fn.update(goal, np.array([reward]), obs[None])
+        if progress is not None:
+            progress.update(1)
+        if terminated or truncated:
+            break
+    return ret, length, success
+
+
+def _normalizer(env_id: str, ref_min: float | None, ref_max: float | None):
+    """returns -> D4RL normalized score, from explicit reference returns or dtd.data.refscores."""
+    if ref_min is None or ref_max is None:
+        found = ref_scores(env_id)
+        if found is None:
+            return None
+        ref_min, ref_max = found
+    return lambda r: normalize(r, ref_min, ref_max)
+
+
+def summarize(target: float, eps: Episodes, normalize) -> dict:
+    """JSON-ready per-target results: raw lists plus mean and std (population std, ddof=0)."""
+    out = {
+        "target": float(target),
+        "returns": [float(r) for r in eps.returns],
+        "lengths": [int(n) for n in eps.lengths],
+        "return_mean": float(np.mean(eps.returns)),
+        "return_std": float(np.std(eps.returns)),
+        "length_mean": float(np.mean(eps.lengths)),
+    }
+    if normalize is not None:
+        scores = normalize(eps.returns)
+        out.update(
+            normalized=[float(s) for s in scores],
+            normalized_mean=float(np.mean(scores)),
+            normalized_std=float(np.std(scores)),
+        )
+    if eps.success is not None:
+        out["success_rate"] = float(np.mean(eps.success))
+    return out
+
+
+def target_key(target: float) -> str:
+    """3600.0 -> '3600': the JSON key of a target."""
+    return f"{target:g}"
+
+
+def evaluate(
+    model,
+    env_id: str,
+    targets: Sequence[float] | None = None,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    state_mean: np.ndarray,
+    state_std: np.ndarray,
+    reward_scale: float = 1000.0,
+    context_len: int = 20,
+    max_ep_len: int = 1000,
+    max_steps: int | None = None,
+    delayed: bool = False,
+    device: str = "cpu",
+    ref_min: float | None = None,
+    ref_max: float | None = None,
+    goal_fn: GoalFn | None = None,
+    batched: bool = True,
+    vector: str = DEFAULT_VECTOR,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``model`` for each target return; episode i of every target uses seed + i.
+
+    ``max_ep_len`` is the model's timestep limit (timesteps are clipped to max_ep_len - 1);
+    ``max_steps`` caps an episode's length (default max_ep_len). ``goal_fn`` defaults to the
+    return-to-go (spec) with ``reward_scale`` and ``delayed``. Returns a JSON-ready dict with one
+    entry per target under "targets" (see ``summarize``) and the best target's normalized score.
+    """
+    from tqdm.auto import tqdm
+
+    if episodes < 1:
+        raise DtdError(f"evaluation: episodes must be >= 1, got {episodes}")
+    targets = list(target_returns(env_id) if targets is None else targets)
+    max_steps = max_ep_len if max_steps is None else max_steps
+    goal_fn = ReturnToGo(reward_scale, delayed) if goal_fn is None else goal_fn
+    spec = RolloutSpec(
+        np.asarray(state_mean, dtype=np.float32).reshape(-1), np.asarray(state_std, dtype=np.float32).reshape(-1),
+        context_len, max_ep_len, max_steps, device,
+    )  # fmt: skip
+    normalize = _normalizer(env_id, ref_min, ref_max)
+    env = make_vector_env(env_id, episodes, vector) if batched else make_env(env_id)
+    results, env_steps, start = {}, 0, time.perf_counter()
+    try:
+        for target in targets:
+            bar = tqdm(desc=f"eval {env_id} target {target:g}", unit="step", disable=not progress, leave=False)
+            with bar:
+                if batched:
+                    eps = rollout_batched(model, env, target, goal_fn, spec, seed, progress=bar)
+                else:
+                    runs = [
+                        rollout_reference(model, env, target, goal_fn, spec, seed + i, progress=bar)
+                        for i in range(episodes)
+                    ]
+                    success = [s for _, _, s in runs]
+                    eps = Episodes(
+                        np.array([r for r, _, _ in runs]),
+                        np.array([n for _, n, _ in runs], dtype=np.int64),
+                        None if success[0] is None else np.array(success, dtype=bool),
+                    )
+            results[target_key(target)] = summarize(target, eps, normalize)
+            env_steps += int(eps.lengths.sum())
+    finally:
+        env.close()
+    seconds = time.perf_counter() - start
+    out = {
+        "env_id": env_id,
+        "episodes": episodes,
+        "seed": seed,
+        "reward_scale": reward_scale,
+        "delayed": delayed,
+        "context_len": context_len,
+        "max_ep_len": max_ep_len,
+        "max_steps": max_steps,
+        "batched": batched,
+        "targets": results,
+        "env_steps": env_steps,
+        "seconds": seconds,
+        "env_steps_per_s": env_steps / max(seconds, 1e-9),
+    }
+    key = "normalized_mean" if normalize is not None else "return_mean"
+    best = max(results, key=lambda k: results[k][key])
+    out.update(best_target=best, best_score=results[best][key], score_kind=key.removesuffix("_mean"))
+    return out
+
+
+def evaluate_reference(model, env_id: str, targets: Sequence[float] | None = None, **kwargs) -> dict:
+    """The naive path (one episode at a time, window rebuilt each step), for timing and checks."""
+    return evaluate(model, env_id, targets, batched=False, **kwargs)
+
+
+def evaluate_run(
+    model,
+    ckpt: dict,
+    *,
+    episodes: int | None = None,
+    targets: Sequence[float] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Evaluate a run's model with the settings its checkpoint recorded (config, data statistics).
+
+    The environment is the config's ``env_id`` (training fills it in), else the dataset's. Reference
+    returns are the dataset's (as during training): the checkpoint's ``ref_min_score``/``ref_max_score``
+    when it records them, else read from the dataset; D4RL's for the task when the dataset has none.
+    """
+    from dtd.evaluation.goals import goal_fn_for
+
+    config = ckpt.get("config") or {}
+    env_id = config.get("env_id") or ckpt.get("env_id")
+    ref_min, ref_max = ckpt.get("ref_min_score"), ckpt.get("ref_max_score")
+    if not env_id or ref_min is None or ref_max is None:
+        # training normalised with the dataset's own reference returns: only the dataset has them
+        from dtd.data.loaders import load_dataset
+
+        data = load_dataset(config.get("dataset", ""))
+        env_id = env_id or data.env_id
+        ref_min, ref_max = data.ref_min_score, data.ref_max_score
+        if not env_id:
+            raise DtdError(f"{data.name}: the dataset names no environment; set env_id in the run's config")
+    kwargs = ckpt.get("model_kwargs") or {}
+    settings = dict(
+        episodes=episodes or config.get("eval_episodes") or 10,
+        seed=seed,
+        state_mean=ckpt["state_mean"],
+        state_std=ckpt["state_std"],
+        reward_scale=ckpt.get("reward_scale", config.get("reward_scale", 1000.0)),
+        context_len=kwargs.get("context_len", config.get("context_len", 20)),
+        max_ep_len=kwargs.get("max_ep_len", config.get("max_ep_len", 1000)),
+        max_steps=config.get("eval_max_steps") or None,
+        delayed=bool(config.get("delayed", False)),
+        device=device,
+        ref_min=ref_min,
+        ref_max=ref_max,
+        progress=progress,
+        goal_fn=goal_fn_for(config, ckpt["state_mean"], ckpt["state_std"], device),  # None: return-to-go
+    )
+    settings.update(overrides)
+    return evaluate(model, env_id, targets or config.get("eval_targets") or None, **settings)
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of one evaluate() result: a row per target."""
+    rows = [f"{result['env_id']}: {result['episodes']} episodes per target, seeds {result['seed']}.."
+            f"{result['seed'] + result['episodes'] - 1}"]  # fmt: skip
+    rows.append(f"{'target':>8}  {'return':>18}  {'normalized':>14}  {'length':>7}")
+    for key, t in result["targets"].items():
+        norm = f"{t['normalized_mean']:6.1f} ± {t['normalized_std']:5.1f}" if "normalized_mean" in t else "—"
+        rows.append(f"{key:>8}  {t['return_mean']:9.1f} ± {t['return_std']:6.1f}  {norm:>14}  {t['length_mean']:7.1f}")
+    return "\n".join(rows)

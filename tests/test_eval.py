@@ -1,0 +1,149 @@
+"""Evaluation: return-to-go arithmetic, env lookup, real Hopper-v5 rollouts, batched == naive, `dtd eval`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dtd.cli import main
+from dtd.errors import DtdError
+from dtd.evaluation.envs import ReturnToGo, make_env, target_returns
+from dtd.evaluation.rollout import evaluate, evaluate_reference
+from dtd.models import build_model
+
+TINY = dict(hidden_size=16, n_layer=1, ff_dim=32, join_ff_dim=32, dropout=0.0)
+REF = (-20.272305, 3234.3)  # D4RL hopper
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core box: one intra-op thread avoids spin-wait contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Damped(torch.nn.Module):
+    """Small actions keep an untrained Hopper upright for tens of steps, so windows fill past K."""
+
+    def __init__(self, model, scale=0.05):
+        super().__init__()
+        self.model, self.scale = model, scale
+
+    def act(self, *args):
+        return self.scale * self.model.act(*args)
+
+
+def tiny_dtd(dtype=torch.float32, context_len=4):
+    torch.manual_seed(0)
+    model = build_model("dtd", 11, 3, context_len=context_len, **TINY).to(dtype).eval()
+    return Damped(model)
+
+
+def settings(**kw):
+    base = dict(episodes=3, seed=7, state_mean=np.zeros(11), state_std=np.ones(11), context_len=4,
+                max_steps=40, progress=False)  # fmt: skip
+    return {**base, **kw}
+
+
+def test_return_to_go_arithmetic():
+    rtg = ReturnToGo(reward_scale=1000.0)
+    g = rtg.reset(3600.0, np.zeros((2, 11)))
+    assert g.shape == (2, 1) and np.allclose(g, 3.6)
+    g = rtg.update(g, np.array([10.0, 500.0]), np.zeros((2, 11)))
+    assert np.allclose(g[:, 0], [3.59, 3.1])
+    g = rtg.update(g, np.array([-5.0, 0.0]), np.zeros((2, 11)))
+    assert np.allclose(g[:, 0], [3.595, 3.1])
+    delayed = ReturnToGo(reward_scale=1000.0, delayed=True)  # the sampler's delayed rtg is the whole return
+    g = delayed.reset(1800.0, np.zeros((1, 11)))
+    assert np.allclose(delayed.update(g, np.array([123.0]), np.zeros((1, 11))), 1.8)
+
+
+def test_env_lookup():
+    assert target_returns("Hopper-v5") == (3600.0, 1800.0)
+    assert target_returns("HalfCheetah-v5") == (12000.0, 6000.0)
+    assert target_returns("walker2d-medium-v2") == (5000.0, 2500.0)
+    with pytest.raises(DtdError, match="no default target"):
+        target_returns("CartPole-v1")
+    with pytest.raises(DtdError, match="unknown Gymnasium environment"):
+        make_env("Hopperz-v5")
+    env = make_env("Hopper-v5")
+    assert env.observation_space.shape == (11,)
+    env.close()
+
+
+def test_evaluate_real_hopper_episodes():
+    result = evaluate(tiny_dtd(), "Hopper-v5", [3600, 1800], **settings())
+    assert set(result["targets"]) == {"3600", "1800"}
+    for key, t in result["targets"].items():
+        returns, lengths = np.array(t["returns"]), np.array(t["lengths"])
+        assert returns.shape == (3,) and np.isfinite(returns).all()
+        assert ((lengths >= 1) & (lengths <= 40)).all()
+        assert lengths.max() > 4  # the window slid past K at least once
+        assert t["return_mean"] == pytest.approx(returns.mean()) and t["return_std"] == pytest.approx(returns.std())
+        expected = 100 * (returns - REF[0]) / (REF[1] - REF[0])  # D4RL reference from dtd.data.refscores
+        assert np.allclose(t["normalized"], expected)
+        assert t["normalized_mean"] == pytest.approx(expected.mean())
+    assert result["targets"]["3600"]["returns"] != result["targets"]["1800"]["returns"]  # the goal reaches the model
+    assert result["env_steps"] == sum(sum(t["lengths"]) for t in result["targets"].values())
+    best = max(result["targets"], key=lambda k: result["targets"][k]["normalized_mean"])
+    assert result["best_target"] == best
+
+
+def test_batched_equals_reference():
+    # float64 weights: float32 matmuls are not batch-size invariant on CPU (gemm for N rows vs gemv for
+    # one), so the last-bit differences would grow in the simulator; in float64 they vanish when the
+    # action is rounded to float32 for the env, leaving only the bookkeeping under test.
+    model = tiny_dtd(torch.float64)
+    kw = settings(max_steps=120)
+    batched = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
+    naive = evaluate_reference(model, "Hopper-v5", [3600, 1800], **kw)
+    lengths = []
+    for key in ("3600", "1800"):
+        assert batched["targets"][key]["returns"] == naive["targets"][key]["returns"]
+        assert batched["targets"][key]["lengths"] == naive["targets"][key]["lengths"]
+        lengths += batched["targets"][key]["lengths"]
+    assert len(set(lengths)) > 1  # episodes ended at different steps: the shrinking batch was exercised
+
+
+def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
+    class Constant:  # a user goal object: the target, never updated
+        goal_dim = 1
+
+        def reset(self, target, obs):
+            return np.full((len(obs), 1), target / 1000.0)
+
+        def update(self, goal, reward, next_obs):
+            return goal
+
+    model = tiny_dtd(torch.float64)
+    delayed = evaluate(model, "Hopper-v5", [3600], delayed=True, **settings(episodes=2))
+    plugged = evaluate(model, "Hopper-v5", [3600], goal_fn=Constant(), **settings(episodes=2))
+    assert delayed["targets"]["3600"]["returns"] == plugged["targets"]["3600"]["returns"]
+
+
+def test_dtd_eval_cli(tmp_path, capsys):
+    from dtd.training.checkpoint import save_checkpoint
+
+    model = build_model("dtd", 11, 3, context_len=4, **TINY)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
+    (run / "eval.json").write_text('{"keep": true}')
+    config = {"env_id": "Hopper-v5", "eval_episodes": 2, "eval_max_steps": 15}
+    ckpt = dict(model=model.state_dict(), model_name="dtd", model_kwargs=dict(state_dim=11, act_dim=3, context_len=4, **TINY),
+                state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32), reward_scale=1000.0,
+                config=config, step=123, ref_min_score=0.0, ref_max_score=1000.0)  # fmt: skip
+    save_checkpoint(ckpt, run / "checkpoints" / "last.pt")
+    assert main(["eval", str(run), "--targets", "1800", "--seed", "3"]) == 0
+    result = json.loads((run / "eval-last.json").read_text())
+    assert result["step"] == 123 and result["episodes"] == 2 and result["seed"] == 3
+    t = result["targets"]["1800"]
+    assert list(result["targets"]) == ["1800"] and max(t["lengths"]) <= 15
+    assert np.allclose(t["normalized"], np.array(t["returns"]) / 10)  # the run's reference returns, not D4RL's
+    assert json.loads((run / "eval.json").read_text()) == {"keep": True}  # training-time eval untouched
+    assert "1800" in capsys.readouterr().out
+    assert main(["eval", str(run), "--checkpoint", "step_5"]) == 2
+    assert "no checkpoint 'step_5'" in capsys.readouterr().err
