@@ -1,0 +1,54 @@
+"""Behaviour cloning: an MLP from s_t to a_t (percentage BC = this on the data layer's pct_traj)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dtd.models.transformer import ModelOutput, SequenceModel, init_weights
+
+
+@dataclass
+class BCConfig:
+    """3 hidden layers of 256 (ReLU, dropout 0.1): the usual D4RL BC size, and a few times the
+    original DT repository's 128-wide BC, so capacity is not what holds BC back.
+    goal_dim, max_ep_len and context_len are kept only so every model builds from the same call."""
+
+    state_dim: int
+    act_dim: int
+    goal_dim: int = 1
+    max_ep_len: int = 1000
+    context_len: int = 20
+    hidden_size: int = 256
+    n_layer: int = 3
+    dropout: float = 0.1
+
+
+class BCModel(SequenceModel):
+    """Same interface as DT/DTd; ignores goals, actions and history: a_t = tanh(MLP(s_t)) at every
+    position. Parameters for Hopper (S 11, A 3): 135,427."""
+
+    def __init__(self, config: BCConfig):
+        super().__init__()
+        self.config = cfg = config
+        layers: list[nn.Module] = []
+        width = cfg.state_dim
+        for _ in range(cfg.n_layer):
+            layers += [nn.Linear(width, cfg.hidden_size), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = cfg.hidden_size
+        self.mlp = nn.Sequential(*layers, nn.Linear(width, cfg.act_dim))
+        init_weights(self, "xavier")
+
+    def forward(
+        self,
+        states: Tensor,
+        actions: Tensor,
+        goals: Tensor,
+        timesteps: Tensor,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> ModelOutput:
+        # states (B,K,S) -> actions (B,K,A); no attention, so an empty dict when asked
+        return ModelOutput(actions=torch.tanh(self.mlp(states)), attention={} if return_attention else None)

@@ -1,0 +1,83 @@
+"""Decision Transformer: one causal GPT over interleaved (g_1, s_1, a_1, g_2, ...) tokens.
+
+The baseline DTd is measured against, built from the same causal ``Block`` as DTd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dtd.models.transformer import Block, ModelOutput, SequenceModel, init_weights, key_valid_from_mask
+
+
+@dataclass
+class DTConfig:
+    """Defaults = dt-small, the original DT's sizes. dt-large (preset in dtd.models): H 192, 5 layers,
+    4 heads, about the default DTd's parameter count (2.42M vs 2.49M for Hopper)."""
+
+    state_dim: int
+    act_dim: int
+    goal_dim: int = 1
+    max_ep_len: int = 1000
+    context_len: int = 20  # K; no positional table depends on it (time comes from timesteps)
+    hidden_size: int = 128
+    n_layer: int = 3
+    n_head: int = 1
+    ff_mult: int = 4  # feed-forward width = ff_mult * hidden_size (GPT-2)
+    dropout: float = 0.1
+    activation: str = "gelu"  # relu | gelu
+
+
+class DecisionTransformer(SequenceModel):
+    """DT: each token = linear embedding + the step's timestep embedding; LayerNorm on the stacked
+    tokens; pre-norm GPT blocks with a final LayerNorm; a_t predicted (Linear + tanh) from the
+    output at s_t, which sees g<=t, s<=t, a<t. GPT-2 init N(0, 0.02) as in the original DT; no
+    positional embedding and no return/state heads (the original builds them, its loss never uses them).
+    Parameters for Hopper (S 11, A 3): dt-small 726,019; dt-large 2,421,123.
+    """
+
+    def __init__(self, config: DTConfig):
+        super().__init__()
+        self.config = cfg = config
+        h = cfg.hidden_size
+        self.embed_goal = nn.Linear(cfg.goal_dim, h)
+        self.embed_state = nn.Linear(cfg.state_dim, h)
+        self.embed_action = nn.Linear(cfg.act_dim, h)
+        self.embed_time = nn.Embedding(cfg.max_ep_len, h)
+        self.embed_ln = nn.LayerNorm(h)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            Block(h, cfg.n_head, cfg.ff_mult * h, cfg.dropout, norm_first=True, activation=cfg.activation)
+            for _ in range(cfg.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(h)
+        self.head = nn.Linear(h, cfg.act_dim)
+        init_weights(self, "gpt2")
+
+    def forward(
+        self,
+        states: Tensor,
+        actions: Tensor,
+        goals: Tensor,
+        timesteps: Tensor,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> ModelOutput:
+        # states (B,K,S), actions (B,K,A), goals (B,K,G), timesteps (B,K), mask (B,K) -> ModelOutput
+        b, k, _ = states.shape
+        time = self.embed_time(timesteps.long().clamp(0, self.config.max_ep_len - 1))  # (B, K, H)
+        tokens = torch.stack(
+            [self.embed_goal(goals) + time, self.embed_state(states) + time, self.embed_action(actions) + time], dim=2
+        ).reshape(b, 3 * k, -1)  # (B, 3K, H): g_1, s_1, a_1, g_2, ...
+        x = self.drop(self.embed_ln(tokens))
+        attn: dict[str, Tensor] | None = {} if return_attention else None
+        key_valid = key_valid_from_mask(mask, repeat=3) if return_attention else None  # (B, 3K)
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, key_valid=key_valid, return_attention=return_attention)
+            if attn is not None:
+                attn[f"layer{i}"] = w
+        x = self.ln_f(x).reshape(b, k, 3, -1)[:, :, 1]  # (B, K, H) at s_t
+        return ModelOutput(actions=torch.tanh(self.head(x)), attention=attn)

@@ -1,0 +1,231 @@
+"""Decision Transducer: a trajectory as three "sentences" (goal, state, action), each encoded on its
+own, the goal injected into state/action by causal cross-attention, then a small causal join.
+
+Spec: shared/spec/decision-transducer.md (switch names and defaults are the spec's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dtd.errors import DtdError
+from dtd.models.transformer import (
+    Block,
+    CausalAttention,
+    ModelOutput,
+    SequenceModel,
+    init_weights,
+    key_valid_from_mask,
+)
+
+MODALITIES = ("goal", "state", "action")  # also the row order of the modality embedding
+BIAS_ALIASES = {"b1": "left", "b2": "all"}  # the maze script's names
+CHOICES = {
+    "bias": ("b0", "left", "right", "all"),
+    "combiner": ("c21", "c22", "c23"),
+    "norm_mode": ("n0", "n1", "n2", "n3"),
+    "timestep_tables": ("per_stream", "shared"),
+}
+
+
+@dataclass
+class DTdConfig:
+    state_dim: int
+    act_dim: int
+    goal_dim: int = 1  # 1: return-to-go or value; 4: maze (xy now, xy goal)
+    max_ep_len: int = 1000
+    context_len: int = 20  # K, the training window (no positional table depends on it)
+    hidden_size: int = 128
+    n_layer: int = 3  # layers per modality encoder
+    n_head: int = 1  # encoder heads
+    ff_dim: int = 256  # encoder feed-forward
+    n_join_layer: int = 1
+    join_n_head: int = 2
+    join_ff_dim: int = 512
+    dropout: float = 0.1
+    bias: str = "all"  # b0 | left (b1) | right | all (b2)
+    combiner: str = "c22"  # c21 | c22 | c23
+    norm_mode: str = "n3"  # n0 | n1 | n2 | n3
+    modality_emb: bool = True
+    join_all: bool = False
+    norm_joint: bool = False
+    timestep_tables: str = "per_stream"  # per_stream | shared
+    join_timestep: bool = True
+    waypoint_head: bool = False
+
+    def __post_init__(self) -> None:
+        self.bias = BIAS_ALIASES.get(self.bias, self.bias)
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise DtdError(f"dtd model: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.bias == "b0" and (self.join_all or self.waypoint_head):
+            raise DtdError("dtd model: bias b0 has no goal stream, so join_all and waypoint_head are unavailable")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The encoded modalities: the goal is not used at all under b0."""
+        return MODALITIES[1:] if self.bias == "b0" else MODALITIES
+
+    @property
+    def biased(self) -> tuple[str, ...]:
+        return {"b0": (), "left": ("state",), "right": ("action",), "all": ("state", "action")}[self.bias]
+
+
+class BiasCombine(nn.Module):
+    """Inject the encoded goal into one stream: causal cross-attention (1 head), then combine.
+
+    x = the stream, c = its attention over the goal stream (query t sees goals <= t).
+    c21: W3(W1 x + W2 c); c22: W3(GELU(W1 x + W2 c)); c23: x + sigmoid(W3 [c; x]) * c.
+    """
+
+    def __init__(self, dim: int, combiner: str, dropout: float):
+        super().__init__()
+        self.combiner = combiner
+        self.attn = CausalAttention(dim, 1, dropout)
+        if combiner in ("c21", "c22"):
+            self.w1, self.w2 = nn.Linear(dim, 2 * dim), nn.Linear(dim, 2 * dim)
+        self.w3 = nn.Linear(2 * dim, dim)
+
+    def forward(
+        self, x: Tensor, goal: Tensor, key_valid: Tensor | None, return_attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        # x, goal (B, K, H) -> (B, K, H)
+        c, w = self.attn(x, goal, key_valid, return_attention)
+        if self.combiner == "c23":
+            return x + torch.sigmoid(self.w3(torch.cat([c, x], dim=-1))) * c, w
+        z = self.w1(x) + self.w2(c)  # (B, K, 2H)
+        return self.w3(F.gelu(z) if self.combiner == "c22" else z), w
+
+
+class DecisionTransducer(SequenceModel):
+    """DTd. Predicts a_t from the join output at s_t, which sees s<=t, a<t, g<=t and never a_t.
+
+    Flow per window (B, K): embed each stream (linear + timestep table + modality vector),
+    embedding LayerNorm (norm_mode), dropout; a causal encoder per stream (goal encoder absent
+    under b0); BiasCombine on the state and/or action stream; the join adds absolute time again
+    (per-modality tables), interleaves (s_1, a_1, s_2, ...) or with join_all (g_1, s_1, a_1, ...),
+    optional LayerNorm (norm_joint), causal layer(s); the outputs at the state positions go
+    through Linear + tanh. An optional waypoint head (Linear H -> 2) reads the encoded goal stream.
+
+    Parameter count, default DTd for Hopper (S 11, A 3, H 128, max_ep_len 1000): 2,492,419.
+      9 encoder layers (3 streams x n_layer 3), pre-norm, 1 head, FF 256: 9 x 132,480 = 1,192,320
+      2 BiasCombine c22 (cross-attn 66,048 + W1, W2 33,024 each + W3 32,896):    2 x 164,992 =   329,984
+      join layer, post-norm, 2 heads, FF 512:                                                    198,272
+      input timestep tables, one per stream (timestep_tables="per_stream"): 3 x 128,000 =    384,000
+      join timestep tables, one per modality (join_timestep=True):           3 x 128,000 =    384,000
+      embeddings goal 256 + state 1,536 + action 512, modality 384, 3 LayerNorms (n3) 768,
+      action head 387:                                                                          3,843
+    The paper's code reports 2.52M, a few tens of thousands of which sit in layers it builds
+    but never uses; we build no unused layer. Idle for a configuration: the goal rows of the
+    join timestep table unless join_all (128,000 parameters in the default), and the goal
+    modality vector under b0. They stay in one table each so every parameter tensor takes part
+    in every step (DDP needs no find_unused_parameters). The literal reading of the spec (one
+    shared timestep table at the input, none in the join: timestep_tables="shared",
+    join_timestep=False) gives 1,852,419.
+    Norm modes: n0 none; n1 one shared LayerNorm applied to each stream; n2 one LayerNorm over the
+    stacked streams, which normalises each token over H, so it is the same function as n1 (kept as
+    its own name for the paper's switch). Normalising a step's modalities jointly would mix a_t
+    into the token s_t and break causality; n3 (default) a LayerNorm per stream.
+    Goal under bias "right" (without join_all): g_t enters only the action stream, and the
+    prediction at s_t reads that stream up to a_{t-1}, so g_t first acts on the prediction of a_{t+1}.
+    """
+
+    def __init__(self, config: DTdConfig):
+        super().__init__()
+        self.config = cfg = config
+        h, streams = cfg.hidden_size, cfg.streams
+        self.embed = nn.ModuleDict(
+            {m: nn.Linear({"goal": cfg.goal_dim, "state": cfg.state_dim, "action": cfg.act_dim}[m], h) for m in streams}
+        )
+        # timestep tables packed one after another in one embedding; stream m reads row time_row[m] + t
+        n_tables = len(streams) if cfg.timestep_tables == "per_stream" else 1
+        self.time_row = {m: (i if n_tables > 1 else 0) * cfg.max_ep_len for i, m in enumerate(streams)}
+        self.time_in = nn.Embedding(n_tables * cfg.max_ep_len, h)
+        self.modality = nn.Parameter(torch.empty(len(MODALITIES), h)) if cfg.modality_emb else None
+        if cfg.norm_mode in ("n1", "n2"):  # one LayerNorm for all streams (see the class docstring)
+            self.emb_ln = nn.LayerNorm(h)
+        elif cfg.norm_mode == "n3":
+            self.emb_ln = nn.ModuleDict({m: nn.LayerNorm(h) for m in streams})
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoders = nn.ModuleDict(
+            {
+                m: nn.ModuleList(Block(h, cfg.n_head, cfg.ff_dim, cfg.dropout, norm_first=True) for _ in range(cfg.n_layer))
+                for m in streams
+            }
+        )
+        self.bias_combine = nn.ModuleDict({m: BiasCombine(h, cfg.combiner, cfg.dropout) for m in cfg.biased})
+        # join: its own table per modality; the goal rows exist whenever the goal stream does (read under join_all)
+        self.join_order = MODALITIES if cfg.join_all else ("state", "action")
+        self.join_row = {m: i * cfg.max_ep_len for i, m in enumerate(streams)}
+        self.time_join = nn.Embedding(len(streams) * cfg.max_ep_len, h) if cfg.join_timestep else None
+        self.join_ln = nn.LayerNorm(h) if cfg.norm_joint else None
+        self.join = nn.ModuleList(
+            Block(h, cfg.join_n_head, cfg.join_ff_dim, cfg.dropout, norm_first=False) for _ in range(cfg.n_join_layer)
+        )
+        self.head = nn.Linear(h, cfg.act_dim)
+        self.waypoint = nn.Linear(h, 2) if cfg.waypoint_head else None
+        init_weights(self, "xavier")
+
+    def forward(
+        self,
+        states: Tensor,
+        actions: Tensor,
+        goals: Tensor,
+        timesteps: Tensor,
+        mask: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> ModelOutput:
+        # states (B,K,S), actions (B,K,A), goals (B,K,G), timesteps (B,K), mask (B,K) -> ModelOutput
+        cfg = self.config
+        b, k, _ = states.shape
+        t = timesteps.long().clamp(0, cfg.max_ep_len - 1)  # (B, K)
+        attn: dict[str, Tensor] | None = {} if return_attention else None
+        key_valid = key_valid_from_mask(mask) if return_attention else None  # (B, K) or None
+        raw = {"goal": goals, "state": states, "action": actions}
+
+        x = {}
+        for m in cfg.streams:  # (B, K, H) each
+            x[m] = self.embed[m](raw[m]) + self.time_in(t + self.time_row[m])
+            if self.modality is not None:
+                x[m] = x[m] + self.modality[MODALITIES.index(m)]
+        x = self._embed_norm(x)
+
+        for m in cfg.streams:
+            h = self.drop(x[m])
+            for i, layer in enumerate(self.encoders[m]):
+                h, w = layer(h, key_valid=key_valid, return_attention=return_attention)
+                if attn is not None:
+                    attn[f"encoder.{m}.{i}"] = w
+            x[m] = h
+        waypoints = self.waypoint(x["goal"]) if self.waypoint is not None else None  # (B, K, 2)
+
+        for m, module in self.bias_combine.items():
+            x[m], w = module(x[m], x["goal"], key_valid, return_attention)
+            if attn is not None:
+                attn[f"bias.{m}"] = w
+
+        n = len(self.join_order)
+        if self.time_join is not None:
+            x = {m: x[m] + self.time_join(t + self.join_row[m]) for m in self.join_order}
+        z = torch.stack([x[m] for m in self.join_order], dim=2).reshape(b, n * k, -1)  # (B, nK, H)
+        if self.join_ln is not None:
+            z = self.join_ln(z)
+        join_valid = key_valid_from_mask(mask, repeat=n) if return_attention else None
+        for i, layer in enumerate(self.join):
+            z, w = layer(z, key_valid=join_valid, return_attention=return_attention)
+            if attn is not None:
+                attn[f"join.{i}"] = w
+        z = z.reshape(b, k, n, -1)[:, :, self.join_order.index("state")]  # (B, K, H) at s_t
+        return ModelOutput(actions=torch.tanh(self.head(z)), waypoints=waypoints, attention=attn)
+
+    def _embed_norm(self, x: dict[str, Tensor]) -> dict[str, Tensor]:
+        mode = self.config.norm_mode
+        if mode in ("n1", "n2"):
+            return {m: self.emb_ln(v) for m, v in x.items()}
+        if mode == "n3":
+            return {m: self.emb_ln[m](v) for m, v in x.items()}
+        return x

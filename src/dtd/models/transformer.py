@@ -1,0 +1,150 @@
+"""What every sequence model shares: the output type, the batched ``act``, the causal block, init.
+
+One causal transformer layer (``Block``) serves DT and DTd; ``CausalAttention`` is both its
+self-attention and, given a ``context``, the causal cross-attention of DTd's BiasCombine.
+
+Padding. Windows are RIGHT-padded: steps ``0..len-1`` are valid, the rest is padding. Under a
+causal mask query ``i`` sees keys ``j <= i``, so a valid query never sees a padded key (every
+padded key comes after every valid one, in each stream and in the interleaved join/DT order too).
+A key-padding mask would therefore only change the outputs at padded positions, which nobody
+reads (the loss is masked). The fast path thus calls SDPA with ``is_causal=True`` alone (exact for
+all valid outputs, and lets SDPA use its fused kernels). The explicit path
+(``return_attention=True``) also removes padded keys, except a query's own position so that a
+padded row is never empty; valid rows get bit-for-bit the same allowed set as the fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dtd.errors import DtdError
+
+
+@dataclass
+class ModelOutput:
+    actions: Tensor  # (B, K, A) in [-1, 1]
+    waypoints: Tensor | None = None  # (B, K, 2): DTd's auxiliary maze head
+    attention: dict[str, Tensor] | None = None  # name -> (B, heads, Lq, Lk), on request only
+
+
+class SequenceModel(nn.Module):
+    """Base of DTd, DT and BC: the batched inference call and a few conveniences."""
+
+    config: object  # the model's typed config dataclass; build_model(name, **asdict(config)) rebuilds it
+
+    @torch.no_grad()
+    def act(self, states: Tensor, actions: Tensor, goals: Tensor, timesteps: Tensor, lengths: Tensor) -> Tensor:
+        """Actions for N environments at once, one forward over their right-padded windows.
+
+        states (N,K,S), actions (N,K,A), goals (N,K,G), timesteps (N,K), lengths (N,) >= 1.
+        Returns (N,A): the prediction at position lengths-1 of each window, i.e. exactly what
+        ``forward`` gives there (the action slot at that position is never read: causality).
+        """
+        n, k = states.shape[:2]
+        lengths = lengths.to(device=states.device, dtype=torch.long)
+        mask = (torch.arange(k, device=states.device)[None, :] < lengths[:, None]).float()  # (N,K)
+        out = self(states, actions, goals, timesteps, mask=mask).actions  # (N,K,A)
+        return out[torch.arange(n, device=states.device), lengths - 1]
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def key_valid_from_mask(mask: Tensor | None, repeat: int = 1) -> Tensor | None:
+    """(B,K) float mask -> (B, K*repeat) bool per token, for windows interleaved `repeat` tokens a step."""
+    if mask is None:
+        return None
+    valid = mask.bool()
+    return valid.repeat_interleave(repeat, dim=1) if repeat > 1 else valid
+
+
+class CausalAttention(nn.Module):
+    """Multi-head causal attention: query i attends keys j <= i (the same step index in both).
+
+    Self-attention by default; cross-attention when ``context`` (same length as x) is given:
+    queries from x, keys/values from context.
+    """
+
+    def __init__(self, dim: int, n_head: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % n_head:
+            raise DtdError(f"model config: hidden size {dim} is not divisible by {n_head} heads")
+        self.n_head, self.dropout = n_head, dropout
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, key_valid: Tensor | None = None, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        ctx = x if context is None else context
+        b, length, dim = x.shape
+        heads = lambda t: t.view(b, length, self.n_head, dim // self.n_head).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.q(x)), heads(self.k(ctx)), heads(self.v(ctx))  # (B, h, L, d)
+        p = self.dropout if self.training else 0.0
+        if not return_attention:
+            y, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
+        else:  # the same math with the weights spelled out
+            allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # (L, L)
+            if key_valid is not None:  # drop padded keys, but keep each query's own position
+                eye = torch.eye(length, dtype=torch.bool, device=x.device)
+                allowed = allowed & (key_valid[:, None, None, :] | eye)  # (B, 1, L, L)
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, h, L, L)
+            weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            y = F.dropout(weights, p) @ v
+        y = y.transpose(1, 2).reshape(b, length, dim)  # (B, L, H)
+        return self.proj(y), weights
+
+
+class Block(nn.Module):
+    """One causal transformer layer: attention then feed-forward, each residual, pre- or post-norm.
+
+    Mirrors the usual encoder layer (dropout on attention weights, after attention, inside and
+    after the feed-forward) so DT and DTd are built from the same piece.
+    """
+
+    def __init__(
+        self, dim: int, n_head: int, ff_dim: int, dropout: float = 0.1, norm_first: bool = True, activation: str = "relu"
+    ):
+        super().__init__()
+        acts = {"relu": nn.ReLU, "gelu": nn.GELU}
+        if activation not in acts:
+            raise DtdError(f"model config: activation must be one of {', '.join(acts)}, got {activation!r}")
+        self.norm_first = norm_first
+        self.attn = CausalAttention(dim, n_head, dropout)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, ff_dim), acts[activation](), nn.Dropout(dropout), nn.Linear(ff_dim, dim))
+        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, key_valid: Tensor | None = None, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        # x (B, L, H) -> (B, L, H); weights (B, h, L, L) or None
+        if self.norm_first:
+            a, w = self.attn(self.ln1(x), context, key_valid, return_attention)
+            x = x + self.drop1(a)
+            x = x + self.drop2(self.ff(self.ln2(x)))
+        else:
+            a, w = self.attn(x, context, key_valid, return_attention)
+            x = self.ln1(x + self.drop1(a))
+            x = self.ln2(x + self.drop2(self.ff(x)))
+        return x, w
+
+
+def init_weights(module: nn.Module, scheme: str = "xavier") -> None:
+    """Weight matrices (linear and embedding tables): Xavier-normal ("xavier", the DTd spec) or
+    N(0, 0.02) ("gpt2", the original DT); biases zero; LayerNorms keep their ones/zeros."""
+    for name, p in module.named_parameters():
+        if isinstance(_owner(module, name), nn.LayerNorm):
+            continue
+        if p.dim() >= 2:
+            nn.init.xavier_normal_(p) if scheme == "xavier" else nn.init.normal_(p, 0.0, 0.02)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
+
+
+def _owner(root: nn.Module, param_name: str) -> nn.Module:
+    return root.get_submodule(param_name.rpartition(".")[0]) if "." in param_name else root

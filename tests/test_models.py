@@ -1,0 +1,240 @@
+"""Model contract tests: causality, right padding, training, act == forward, attention, sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from dtd.errors import DtdError
+from dtd.models import DTdConfig, build_model
+
+S, A, K, T = 5, 2, 5, 50  # state dim, action dim, window, max_ep_len: tiny
+TINY = {
+    "dtd": {"hidden_size": 16, "n_layer": 2, "ff_dim": 32, "join_ff_dim": 32},
+    "dt-small": {"hidden_size": 16, "n_layer": 2},
+    "dt-large": {"hidden_size": 16, "n_layer": 2, "n_head": 4},
+    "bc": {"hidden_size": 16},
+}
+DTD_VARIANTS = [
+    {},
+    *({"bias": b} for b in ("b0", "left", "right", "b1", "b2")),
+    *({"combiner": c} for c in ("c21", "c23")),
+    *({"norm_mode": n} for n in ("n0", "n1", "n2")),
+    {"modality_emb": False},
+    {"join_all": True},
+    {"norm_joint": True},
+    {"timestep_tables": "shared"},
+    {"join_timestep": False},
+    {"waypoint_head": True, "goal_dim": 4},
+    {"bias": "b0", "combiner": "c21", "norm_mode": "n2", "modality_emb": False},
+    {"bias": "right", "combiner": "c23", "join_all": True, "norm_joint": True, "norm_mode": "n1"},
+    {"bias": "left", "norm_mode": "n0", "timestep_tables": "shared", "join_timestep": False, "n_join_layer": 2},
+]
+CASES = [("dtd", v) for v in DTD_VARIANTS] + [("dt-small", {}), ("dt-large", {}), ("bc", {})]
+IDS = ["dtd-" + ("-".join(f"{k}={v}" for k, v in v.items()) or "default") for _, v in CASES[: len(DTD_VARIANTS)]]
+IDS += [name for name, _ in CASES[len(DTD_VARIANTS) :]]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and a busy shared box makes them thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(name: str, overrides: dict, seed: int = 0):
+    torch.manual_seed(seed)
+    kw = {**TINY[name], **overrides}
+    goal_dim = kw.pop("goal_dim", 1)
+    return build_model(name, S, A, goal_dim=goal_dim, max_ep_len=T, context_len=K, **kw).eval()
+
+
+def batch(model, b: int = 3, k: int = K, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    goal_dim = model.config.goal_dim
+    return (
+        torch.randn(b, k, S, generator=g),
+        torch.rand(b, k, A, generator=g) * 2 - 1,
+        torch.randn(b, k, goal_dim, generator=g),
+        torch.randint(0, T, (b, k), generator=g),
+    )
+
+
+def goal_lag(name: str, overrides: dict) -> int | None:
+    """How many steps later g_t first reaches a prediction; None: never (BC, b0). With bias "right"
+    alone the goal enters only the action stream, which the prediction at s_t reads up to a_{t-1}."""
+    if name == "bc" or overrides.get("bias") == "b0":
+        return None
+    return 1 if overrides.get("bias") == "right" and not overrides.get("join_all") else 0
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_causality(name, overrides):
+    model = make(name, overrides)
+    s, a, g, t = batch(model)
+    base = model(s, a, g, t).actions  # (B, K, A)
+    for j in range(K):
+        s2, a2, g2, t2 = s.clone(), a.clone(), g.clone(), t.clone()
+        s2[:, j] += 1.0
+        a2[:, j] = -a2[:, j]
+        g2[:, j] += 1.0
+        t2[:, j] = (t2[:, j] + 7) % T
+        out = model(s2, a2, g2, t2).actions
+        torch.testing.assert_close(out[:, :j], base[:, :j], atol=1e-6, rtol=0)  # the future never leaks
+        assert not torch.allclose(out[:, j], base[:, j])  # but the present matters
+
+        a3 = a.clone()
+        a3[:, j] = -a3[:, j] + 0.5
+        torch.testing.assert_close(model(s, a3, g, t).actions[:, : j + 1], base[:, : j + 1], atol=1e-6, rtol=0)
+
+        s4 = s.clone()
+        s4[:, j] += 1.0
+        assert not torch.allclose(model(s4, a, g, t).actions[:, j], base[:, j])  # s_t drives a_t
+        lag = goal_lag(name, overrides)
+        if lag is not None and j + lag < K:
+            g5 = g.clone()
+            g5[:, j] += 1.0
+            assert not torch.allclose(model(s, a, g5, t).actions[:, j + lag], base[:, j + lag])  # so does g_t
+        if name != "bc" and j > 0:  # and the previous action (history)
+            a6 = a.clone()
+            a6[:, j - 1] = -a6[:, j - 1] + 0.5
+            assert not torch.allclose(model(s, a6, g, t).actions[:, j], base[:, j])
+
+
+def padded(model, lengths: list[int], seed: int = 2):
+    """Right-padded windows with garbage after each valid prefix, their mask, and the clean inputs."""
+    s, a, g, t = batch(model, b=len(lengths), seed=seed)
+    mask = torch.zeros(len(lengths), K)
+    garbage = batch(model, b=len(lengths), seed=seed + 100)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        for x, junk in zip((s, a, g, t), garbage):
+            x[i, n:] = junk[i, n:] * 5 if x.is_floating_point() else junk[i, n:]
+    return (s, a, g, t), mask
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_padding_matches_shorter_window(name, overrides):
+    model = make(name, overrides)
+    lengths = [K, 3, 1]
+    inputs, mask = padded(model, lengths)
+    for attention in (False, True):
+        out = model(*inputs, mask=mask, return_attention=attention).actions
+        for i, n in enumerate(lengths):
+            alone = model(*(x[i : i + 1, :n] for x in inputs), mask=mask[i : i + 1, :n]).actions[0]
+            torch.testing.assert_close(out[i, :n], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_act_equals_forward(name, overrides):
+    model = make(name, overrides)
+    lengths = torch.tensor([2, K, 1, 4])
+    inputs, mask = padded(model, lengths.tolist(), seed=3)
+    acts = model.act(*inputs, lengths=lengths)  # (N, A)
+    assert acts.shape == (4, A)
+    full = model(*inputs, mask=mask).actions
+    for i, n in enumerate(lengths.tolist()):
+        alone = model(*(x[i : i + 1, :n] for x in inputs)).actions[0, n - 1]
+        torch.testing.assert_close(acts[i], alone, atol=1e-5, rtol=0)
+        torch.testing.assert_close(acts[i], full[i, n - 1], atol=1e-5, rtol=0)
+
+
+def expected_maps(name: str, model) -> dict[str, tuple[int, int]]:
+    """Attention map name -> (heads, length) per the design contract."""
+    cfg = model.config
+    if name == "bc":
+        return {}
+    if name.startswith("dt-"):
+        return {f"layer{i}": (cfg.n_head, 3 * K) for i in range(cfg.n_layer)}
+    maps = {f"encoder.{m}.{i}": (cfg.n_head, K) for m in cfg.streams for i in range(cfg.n_layer)}
+    maps |= {f"bias.{m}": (1, K) for m in cfg.biased}
+    n = 3 if cfg.join_all else 2
+    return maps | {f"join.{i}": (cfg.join_n_head, n * K) for i in range(cfg.n_join_layer)}
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_attention_weights(name, overrides):
+    model = make(name, overrides)
+    lengths = [K, 2]
+    inputs, mask = padded(model, lengths, seed=4)
+    fast = model(*inputs, mask=mask)
+    slow = model(*inputs, mask=mask, return_attention=True)
+    assert fast.attention is None
+    for i, n in enumerate(lengths):
+        torch.testing.assert_close(slow.actions[i, :n], fast.actions[i, :n], atol=1e-5, rtol=0)
+    maps = expected_maps(name, model)
+    assert set(slow.attention) == set(maps)
+    for key, w in slow.attention.items():
+        heads, length = maps[key]
+        assert w.shape == (2, heads, length, length), key
+        assert torch.all(w.triu(diagonal=1) == 0), f"{key} attends the future"
+        torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)), atol=1e-5, rtol=0)
+        per_step = length // K  # tokens per timestep in this map
+        valid = torch.arange(length) < lengths[1] * per_step
+        assert torch.all(w[1][:, valid][:, :, ~valid] == 0), f"{key}: a valid query attends padding"
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
+def test_trains_on_fixed_batch(name, overrides):
+    model = make(name, overrides)
+    inputs, mask = padded(model, [K, 4, 2, 1], seed=5)
+    target = torch.rand(4, K, A, generator=torch.Generator().manual_seed(6)) * 1.6 - 0.8
+
+    def loss_fn():
+        out = model(*inputs, mask=mask)
+        loss = (((out.actions - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+        if out.waypoints is not None:
+            loss = loss + ((out.waypoints - target[..., :2]) ** 2).mean()
+        return loss
+
+    with torch.no_grad():
+        before = loss_fn().item()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(30):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+    # every parameter tensor takes part in the graph (DDP without find_unused_parameters)
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        after = loss_fn().item()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_parameter_counts_hopper():
+    dtd = build_model("dtd", 11, 3).num_params()
+    assert 2_394_000 <= dtd <= 2_646_000  # the paper's 2.52M within 5%
+    assert dtd == 2_492_419  # the composition written in DecisionTransducer's docstring
+    literal = build_model("dtd", 11, 3, timestep_tables="shared", join_timestep=False).num_params()
+    assert dtd - literal == 5 * 1000 * 128  # 2 more input tables + 3 join tables
+    large = build_model("dt-large", 11, 3).num_params()
+    assert abs(large - dtd) <= 0.15 * dtd
+    small = build_model("dt-small", 11, 3)
+    assert (small.config.n_layer, small.config.n_head, small.config.hidden_size) == (3, 1, 128)
+    assert small.num_params() < large / 2
+    assert build_model("bc", 11, 3).num_params() == 135_427
+
+
+def test_build_model_options_and_rebuild():
+    assert build_model("dtd", S, A, bias="b1", **TINY["dtd"]).config.bias == "left"
+    assert build_model("dtd", S, A, bias="b2", **TINY["dtd"]).config.bias == "all"
+    m = build_model("dtd", S, A, n_layer="1", join_all="true", dropout="0.2", hidden_size=16)
+    assert (m.config.n_layer, m.config.join_all, m.config.dropout) == (1, True, 0.2)
+    for bad in ({"combiner": "c24"}, {"norm_mode": "n4"}, {"bias": "b3"}, {"no_such": 1}, {"n_layer": "two"},
+                {"bias": "b0", "join_all": True}, {"hidden_size": 10, "n_head": 3}):
+        with pytest.raises(DtdError):
+            build_model("dtd", S, A, **bad)
+    with pytest.raises(DtdError):
+        build_model("gpt", S, A)
+    for name in TINY:  # a checkpoint stores asdict(config); that rebuilds the same model
+        model = make(name, {})
+        again = build_model(name, **asdict(model.config))
+        again.load_state_dict(model.state_dict())
+        assert asdict(again.config) == asdict(model.config)
+    assert isinstance(make("dtd", {}).config, DTdConfig)
