@@ -22,3 +22,20 @@ def shared_datasets(shared_dir: Path) -> Path:
     if not (path / "zoo").is_dir():
         pytest.skip("../shared/datasets is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """Run folders of a tiny DT and DTd (K=4, H=16) trained 3 steps on the embedded dataset, shared by the
+    attention, export and Policy tests: real checkpoints through the training API, in seconds."""
+    from dtd.training.config import TrainConfig
+    from dtd.training.trainer import train
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    small = dict(steps=3, batch_size=8, context_len=4, eval_episodes=0, eval_untrained=False, log_every=0,
+                 ckpt_every=0, out_dir=str(root), hidden_size=16, n_layer=1)
+    return {
+        "dt": train(TrainConfig(model="dt-small", run_name="dt", n_head=2, **small), progress=False).run_dir,
+        "dtd": train(TrainConfig(model="dtd", run_name="dtd", model_opts=["ff_dim=32", "join_ff_dim=32"], **small),
+                     progress=False).run_dir,
+    }

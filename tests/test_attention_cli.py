@@ -1,4 +1,4 @@
-"""`dtd attention` end to end on tiny DT and DTd runs trained here for a few steps (embedded dataset)."""
+"""`dtd attention` end to end on the tiny DT and DTd runs of the `tiny_runs` fixture (trained a few steps)."""
 
 import csv
 import json
@@ -12,30 +12,14 @@ from dtd.cli import main
 K = 4
 
 
-def _train(out_dir, model, **kw):
-    from dtd.training.config import TrainConfig
-    from dtd.training.trainer import train
-
-    cfg = TrainConfig(model=model, steps=3, batch_size=8, context_len=K, eval_episodes=0, eval_untrained=False,
-                      log_every=0, ckpt_every=0, out_dir=str(out_dir), run_name=model, hidden_size=16, **kw)
-    return train(cfg, progress=False).run_dir
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return {"dt": _train(root, "dt-small", n_layer=2, n_head=2),
-            "dtd": _train(root, "dtd", n_layer=1, model_opts=["ff_dim=32", "join_ff_dim=32"])}
-
-
 def _rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
-def test_dt_run_scores_every_window(runs, tmp_path, capsys):
+def test_dt_run_scores_every_window(tiny_runs, tmp_path, capsys):
     out = tmp_path / "dt"
-    assert main(["attention", str(runs["dt"]), "--windows", "12", "--layer", "mean", "--out", str(out)]) == 0
+    assert main(["attention", str(tiny_runs["dt"]), "--windows", "12", "--layer", "mean", "--out", str(out)]) == 0
     rows = _rows(out / "attention_scores.csv")
     assert len(rows) == 12 and list(rows[0]) == ["window", "length", *SCORE_NAMES]
     for r in rows:  # causal softmax: one unit of mass per valid token, 3 tokens a step
@@ -51,9 +35,9 @@ def test_dt_run_scores_every_window(runs, tmp_path, capsys):
     assert "sa+as" in capsys.readouterr().out
 
 
-def test_dtd_run_reports_join_shares_and_bias_entropy(runs, tmp_path):
+def test_dtd_run_reports_join_shares_and_bias_entropy(tiny_runs, tmp_path):
     out = tmp_path / "dtd"
-    assert main(["attention", str(runs["dtd"]), "--windows", "8", "--out", str(out)]) == 0
+    assert main(["attention", str(tiny_runs["dtd"]), "--windows", "8", "--out", str(out)]) == 0
     rows = _rows(out / "attention_scores.csv")
     for r in rows:  # the join holds (s, a) tokens: 2 a step, no goal tokens
         assert sum(float(r[k]) for k in SCORE_NAMES) == pytest.approx(2 * int(r["length"]), rel=1e-4)
@@ -64,17 +48,17 @@ def test_dtd_run_reports_join_shares_and_bias_entropy(runs, tmp_path):
     assert 0 <= summary["bias_entropy"]["state"]["normalized"] <= 1 + 1e-6
 
 
-def test_rollout_windows_and_compare(runs, tmp_path):
+def test_rollout_windows_and_compare(tiny_runs, tmp_path):
     out = tmp_path / "cmp"
-    assert main(["attention", "--compare", str(runs["dt"]), str(runs["dtd"]), "--windows", "4", "--rollout",
+    assert main(["attention", "--compare", str(tiny_runs["dt"]), str(tiny_runs["dtd"]), "--windows", "4", "--rollout",
                  "--out", str(out)]) == 0
     assert (out / "attention_compare.png").stat().st_size > 1000
-    summary = json.loads((out / runs["dt"].name / "attention_summary.json").read_text())
+    summary = json.loads((out / tiny_runs["dt"].name / "attention_summary.json").read_text())
     assert summary["source"].startswith("rollouts of Hopper-v5") and summary["windows"] == 4
 
 
-def test_bad_arguments_exit_2(runs, tmp_path, capsys):
-    assert main(["attention", str(runs["dt"]), "--windows", "0", "--out", str(tmp_path)]) == 2
+def test_bad_arguments_exit_2(tiny_runs, tmp_path, capsys):
+    assert main(["attention", str(tiny_runs["dt"]), "--windows", "0", "--out", str(tmp_path)]) == 2
     assert main(["attention", str(tmp_path / "nope")]) == 2
     assert main(["attention"]) == 2
     err = capsys.readouterr().err

@@ -10,22 +10,6 @@ K = 4
 TARGET = 3600.0
 
 
-def _train(out_dir, model, **kw):
-    from dtd.training.config import TrainConfig
-    from dtd.training.trainer import train
-
-    cfg = TrainConfig(model=model, steps=3, batch_size=8, context_len=K, eval_episodes=0, eval_untrained=False,
-                      log_every=0, ckpt_every=0, out_dir=str(out_dir), run_name=model, hidden_size=16, **kw)
-    return train(cfg, progress=False).run_dir
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    return {"dt": _train(root, "dt-small", n_layer=2, n_head=2),
-            "dtd": _train(root, "dtd", n_layer=1, model_opts=["ff_dim=32", "join_ff_dim=32"])}
-
-
 def hopper_windows(run_dir, steps=9):
     """Drive Hopper-v5 with dtd.Policy; return the raw K-windows of every step and the policy's actions."""
     from dtd.evaluation.envs import make_env
@@ -59,23 +43,23 @@ def hopper_windows(run_dir, steps=9):
 
 @pytest.mark.parametrize("model", ["dt", "dtd"])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_exported_file_matches_pytorch_on_hopper(runs, tmp_path, model, fmt, capsys):
+def test_exported_file_matches_pytorch_on_hopper(tiny_runs, tmp_path, model, fmt, capsys):
     import torch
 
     from dtd.export import INPUT_NAMES, inference_module, load_exported
     from dtd.training.checkpoint import load_run
 
     out = tmp_path / f"policy.{'pt' if fmt == 'torchscript' else 'onnx'}"
-    assert main(["export", str(runs[model]), "--format", fmt, "--out", str(out)]) == 0
+    assert main(["export", str(tiny_runs[model]), "--format", fmt, "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
-    batch, policy_actions = hopper_windows(runs[model])
+    batch, policy_actions = hopper_windows(tiny_runs[model])
     inputs = [batch[k] for k in INPUT_NAMES]
     fn, meta = load_exported(out)
     got = fn(*inputs)  # (N, A)
     assert got.shape == (len(policy_actions), 3)
     assert meta["context_len"] == K and meta["obs_dim"] == 11 and meta["format"] == fmt
     # the model's own batched act() on the same windows, normalised outside
-    net, ckpt = load_run(runs[model])
+    net, ckpt = load_run(tiny_runs[model])
     states = (batch["observations"] - ckpt["state_mean"]) / ckpt["state_std"] * batch["mask"][..., None]
     want = net.act(torch.as_tensor(states, dtype=torch.float32), torch.as_tensor(batch["actions"]),
                    torch.as_tensor(batch["goals"] / ckpt["reward_scale"]), torch.as_tensor(batch["timesteps"]),
@@ -88,10 +72,10 @@ def test_exported_file_matches_pytorch_on_hopper(runs, tmp_path, model, fmt, cap
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_exported_file_rejects_wrong_shapes(runs, tmp_path, fmt):
+def test_exported_file_rejects_wrong_shapes(tiny_runs, tmp_path, fmt):
     from dtd.export import export_run, load_exported
 
-    path = export_run(runs["dt"], fmt, tmp_path / f"p.{'pt' if fmt == 'torchscript' else 'onnx'}")
+    path = export_run(tiny_runs["dt"], fmt, tmp_path / f"p.{'pt' if fmt == 'torchscript' else 'onnx'}")
     fn, _ = load_exported(path)
     bad = [np.zeros((1, K, 7), np.float32), np.zeros((1, K, 3), np.float32), np.zeros((1, K, 1), np.float32),
            np.zeros((1, K), np.int64), np.ones((1, K), np.float32)]
@@ -103,11 +87,11 @@ def test_exported_file_rejects_wrong_shapes(runs, tmp_path, fmt):
     assert out.shape == (2, 3) and np.isfinite(out).all()
 
 
-def test_export_errors(runs, tmp_path, capsys):
+def test_export_errors(tiny_runs, tmp_path, capsys):
     from dtd.export import export_run, load_exported
 
     with pytest.raises(DtdError, match="format"):
-        export_run(runs["dt"], "tflite", tmp_path / "x")
+        export_run(tiny_runs["dt"], "tflite", tmp_path / "x")
     with pytest.raises(DtdError, match="no such"):
         load_exported(tmp_path / "missing.onnx")
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.pt")]) == 2

@@ -106,14 +106,8 @@ def test_missing_reward_and_batch_size_change():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from dtd.training.config import TrainConfig
-    from dtd.training.trainer import train
-
-    cfg = TrainConfig(model="dtd", steps=3, batch_size=8, context_len=4, eval_episodes=0, eval_untrained=False,
-                      log_every=0, ckpt_every=0, out_dir=str(tmp_path_factory.mktemp("runs")), run_name="dtd",
-                      hidden_size=16, n_layer=1, model_opts=["ff_dim=32", "join_ff_dim=32"])
-    return train(cfg, progress=False).run_dir
+def run_dir(tiny_runs):
+    return tiny_runs["dtd"]
 
 
 def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
