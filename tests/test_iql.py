@@ -87,3 +87,23 @@ def test_train_iql_run_and_value_goal(tmp_path, monkeypatch):
     np.testing.assert_allclose(goal.update(None, np.zeros(3), obs)[:, 0], critic.goal_tokens(obs))
     with pytest.raises(DtdError, match="run folder exists"):
         train_iql(cfg, progress=False)
+
+
+def test_dt_and_dtd_train_with_iql_goal(tmp_path):
+    from dtd.data.maze import collect_maze
+    from dtd.training.config import load_config
+    from dtd.training.trainer import train
+
+    data = collect_maze("umaze", 300, seed=0, out=tmp_path / "umaze", progress=False)
+    critic = train_iql(IQLConfig(dataset=str(data), steps=5, batch_size=16, hidden=16, out_dir=str(tmp_path),
+                                 run_name="iql"), progress=False)
+    for model in ("dtd", "dt-small"):
+        cfg = load_config(None, dict(dataset=str(data), model=model, goal="iql", critic=str(critic), steps=3,
+                                     batch_size=4, context_len=4, n_layer=1, warmup_steps=1, reward_scale=1.0,
+                                     eval_targets=[1.0], eval_episodes=2, eval_max_steps=5, eval_untrained=False,
+                                     out_dir=str(tmp_path / "runs"), run_name=model))
+        out = train(cfg, progress=False).final
+        assert out["env_id"] == "PointMaze_UMaze-v3" and len(out["targets"]["1"]["lengths"]) == 2
+    with pytest.raises(DtdError, match="critic"):
+        train(load_config(None, dict(dataset=str(data), goal="iql", steps=1, out_dir=str(tmp_path / "runs"))),
+              progress=False)

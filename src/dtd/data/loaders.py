@@ -19,7 +19,7 @@ import numpy as np
 
 from dtd.data import refscores
 from dtd.data.episodes import Episode, EpisodeDataset
-from dtd.data.maze import is_maze_env, make_maze_eval_env, to_maze_dataset
+from dtd.data.maze import is_maze_env, make_maze_eval_env, register_mazes, to_maze_dataset
 from dtd.errors import DtdError
 
 EMBEDDED_DATASET = "embedded:hopper"
@@ -257,6 +257,8 @@ def check_env_id(env_id: str) -> None:
     """Raise DtdError when Gymnasium does not know env_id."""
     import gymnasium as gym
 
+    if is_maze_env(env_id):
+        register_mazes()
     try:
         gym.spec(env_id)
     except Exception:

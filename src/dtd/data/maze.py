@@ -38,13 +38,20 @@ def is_maze_env(env_id: str | None) -> bool:
     return bool(env_id) and ("PointMaze_" in env_id or "AntMaze_" in env_id)
 
 
-def make_maze_env(env_id: str, episodic: bool = True, **kwargs):
-    """A sparse-reward maze env. ``episodic`` ends the episode at the goal (evaluation: success =
-    the goal was reached); otherwise the goal is resampled when reached (data collection)."""
+def register_mazes() -> None:
+    """Register gymnasium-robotics' envs (the mazes) with Gymnasium."""
     import gymnasium as gym
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
+
+
+def make_maze_env(env_id: str, episodic: bool = True, **kwargs):
+    """A sparse-reward maze env. ``episodic`` ends the episode at the goal (evaluation: success =
+    the goal was reached); otherwise the goal is resampled when reached (data collection)."""
+    import gymnasium as gym
+
+    register_mazes()
     if not is_maze_env(env_id):
         raise DtdError(f"maze: {env_id!r} is not a PointMaze/AntMaze id")
     if env_id.startswith("AntMaze_"):
