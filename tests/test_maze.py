@@ -104,3 +104,16 @@ def test_train_and_evaluate_pointmaze_umaze(tmp_path):
     assert "success_rate" in t and 0.0 <= t["success_rate"] <= 1.0 and len(t["lengths"]) == 2
     assert t["normalized_mean"] == pytest.approx(100 * t["success_rate"])
     assert (tmp_path / "runs" / "r" / "checkpoints" / "last.pt").is_file()
+
+
+def test_maze_and_iql_presets_load():
+    from dtd.training.config import CONFIGS_DIR, load_config
+
+    names = [p.relative_to(CONFIGS_DIR).with_suffix("").as_posix()
+             for sub in ("maze", "iql") for p in sorted((CONFIGS_DIR / sub).glob("*.yaml")) if p.stem != "base"]
+    assert len(names) == 18 + 4
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.goal in ("rtg", "maze", "iql") and cfg.env_id
+        if cfg.goal == "maze":
+            assert cfg.waypoint_head and cfg.bias in ("left", "all") and cfg.waypoint == 3
