@@ -1,0 +1,42 @@
+"""`dtd bench`: measure training and evaluation throughput here and write the figures as JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _csv(kind):
+    return lambda text: [kind(x) for x in text.split(",") if x.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure training/evaluation speed on this machine (JSON)",
+                       description="Training samples/s per preset and batch size, sampler cost, inference latency, "
+                                   "evaluation env steps/s for 1 and N envs, peak memory and a profile; the naive "
+                                   "reference paths are timed in the same process, so speed-ups are measured ratios.")
+    p.add_argument("--out", default="bench.json", help="JSON file to write (default: bench.json)")
+    p.add_argument("--presets", type=_csv(str), default=None, help="model presets, comma-separated (default dtd,dt-small)")
+    p.add_argument("--batch-sizes", type=_csv(int), default=None, help="comma-separated (default 64,256)")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps per setting (default 10)")
+    p.add_argument("--episodes", type=int, default=None, help="N environments evaluated together (default 10)")
+    p.add_argument("--eval-max-steps", type=int, default=None, help="cap on each evaluation episode (default 200)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-naive", action="store_true", help="skip the reference paths (no speed-up ratios)")
+    p.add_argument("--tiny", action="store_true", help="tiny models and settings: a smoke test, not a measurement")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dtd.bench import BenchConfig, run_bench, summary, write_json
+
+    given = {"presets": args.presets, "batch_sizes": args.batch_sizes, "steps": args.steps,
+             "episodes": args.episodes, "eval_max_steps": args.eval_max_steps, "threads": args.threads}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.no_naive:
+        given["naive"] = False
+    cfg = BenchConfig.tiny_config(**given) if args.tiny else BenchConfig(**given)
+    result = run_bench(cfg, progress=not args.no_progress)
+    print(summary(result))
+    print(f"wrote {write_json(result, args.out)}")
+    return 0

@@ -1,0 +1,71 @@
+"""dtd bench on a tiny setting: it runs end to end and writes valid JSON with the expected keys.
+No timing assertion: the figures depend on the machine and its load."""
+
+import json
+
+import pytest
+
+from dtd.bench import BenchConfig, PeakRSS, _category, run_bench, write_json
+from dtd.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    cfg = BenchConfig.tiny_config(presets=["dtd", "dt-small"], batch_sizes=[3], episodes=2, eval_max_steps=5)
+    return run_bench(cfg, progress=False)
+
+
+def test_result_has_every_section(tiny_result):
+    r = tiny_result
+    assert {"config", "machine", "matmul", "train", "profile", "sampler", "inference", "eval", "memory"} <= set(r)
+    assert {"cpu", "cores", "torch", "threads", "git_commit", "date"} <= set(r["machine"])
+    assert [(t["preset"], t["batch_size"]) for t in r["train"]] == [("dtd", 3), ("dt-small", 3)]
+    for t in r["train"]:
+        assert t["params"] > 0 and t["flops_per_step"] > 0
+        for path in ("fast", "reference"):
+            assert t[path]["samples_per_s"] > 0 and t[path]["memory"]["peak_mb"] > 0
+        assert t["speedup_vs_reference"] > 0
+    assert set(r["profile"]["phases_ms"]) == {"sample", "to_tensor", "forward", "backward", "clip", "optimizer"}
+    assert r["profile"]["op_categories_ms"]["matmul"] > 0
+    assert {"n1", "n2"} <= set(r["inference"])
+    for n, envs in (("n1", 1), ("n2", 2)):
+        row = r["eval"][n]
+        assert row["batched"]["env_steps"] > 0 and row["reference"]["env_steps"] > 0
+        assert len(row["batched"]["returns"]) == envs == len(row["reference"]["returns"])
+        # the two paths run the same seeds: same episodes up to float rounding of the batched call
+        assert row["returns_max_abs_diff"] < 1e-3
+        assert row["env_only"]["env_steps_per_s"] > 0
+    assert r["memory"]["train_peak_mb"] > 0 and r["memory"]["eval_peak_mb"] > 0
+
+
+def test_json_roundtrip(tiny_result, tmp_path):
+    path = write_json(tiny_result, tmp_path / "sub" / "bench.json")
+    assert json.loads(path.read_text())["train"][0]["preset"] == "dtd"
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_cli_writes_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--tiny", "--presets", "bc", "--batch-sizes", "2", "--episodes", "1", "--no-naive",
+               "--no-progress", "--out", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["presets"] == ["bc"] and data["config"]["naive"] is False
+    assert "reference" not in data["train"][0] and "speedup_n_vs_one_at_a_time" not in data["eval"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_settings(tmp_path, capsys):
+    assert main(["bench", "--tiny", "--steps", "0", "--out", str(tmp_path / "x.json")]) == 2
+    assert "bench:" in capsys.readouterr().err
+
+
+def test_profile_categories_and_peak_rss():
+    assert _category("aten::native_layer_norm") == "layernorm"
+    assert _category("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert _category("aten::addmm") == "matmul"
+    assert _category("aten::_foreach_lerp_") == "optimizer"
+    with PeakRSS() as mem:
+        block = bytearray(64 * 2**20)  # 64 MiB touched
+        block[:: 4096] = b"x" * len(block[:: 4096])
+    assert mem.result()["peak_mb"] >= mem.result()["start_mb"] + 32
