@@ -26,9 +26,9 @@ class DTConfig:
     hidden_size: int = 128
     n_layer: int = 3
     n_head: int = 1
-    ff_mult: int = 4  # feed-forward width = ff_mult * hidden_size (GPT-2)
+    ff_mult: int = 4  # feed-forward width = ff_mult * hidden_size (GPT-2's n_inner)
     dropout: float = 0.1
-    activation: str = "gelu"  # relu | gelu
+    activation: str = "relu"  # relu | gelu; the original DT's gym runs use relu
 
 
 class DecisionTransformer(SequenceModel):
