@@ -130,6 +130,7 @@ class WindowScores:
     lengths: np.ndarray  # (N,) valid steps per window
     bias_entropy: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> (N, 2) nats, normalised
     modalities: tuple[int, ...] = (0, 1, 2)  # the token kinds present in the analysed map
+    network: str = "transformer"  # DT's stack, or DTd's "join" network
 
     @staticmethod
     def concat(parts: list["WindowScores"]) -> "WindowScores":
@@ -139,6 +140,7 @@ class WindowScores:
             np.concatenate([p.lengths for p in parts]),
             {k: np.concatenate([p.bias_entropy[k] for p in parts]) for k in keys},
             parts[0].modalities,
+            parts[0].network,
         )
 
 
@@ -159,7 +161,7 @@ def score_windows(maps: dict[str, Any], lengths: np.ndarray, layer: str = "last"
     for name in sorted(n for n in maps if n.startswith("bias.")):
         bias = _np(maps[name]).mean(axis=1)  # (B, K, K) state/action queries over goal keys
         entropy[name.split(".", 1)[1]] = np.array([row_entropy(bias[b], int(n)) for b, n in enumerate(lengths)])
-    return WindowScores(scores, lengths, entropy, modalities)
+    return WindowScores(scores, lengths, entropy, modalities, "join" if prefix == "join." else "transformer")
 
 
 def _context_len(maps: dict[str, Any], n_tok: int) -> int:
@@ -200,7 +202,7 @@ def summarize(ws: WindowScores, model_name: str = "", layer: str = "last", sourc
     share = ws.scores / np.clip(total, 1e-12, None)  # (N, 9) fractions of each window's mass
     out: dict[str, Any] = {
         "model": model_name, "layer": layer, "source": source, "windows": n,
-        "network": "join" if ws.bias_entropy else "transformer", "tokens": [MODALITIES[m] for m in ws.modalities],
+        "network": ws.network, "tokens": [MODALITIES[m] for m in ws.modalities],
         "mean_length": float(ws.lengths.mean()) if n else float("nan"),
         "scores": {k: float(v) for k, v in zip(SCORE_NAMES, ws.scores.mean(0))},
         "scores_sem": {k: float(v) for k, v in zip(SCORE_NAMES, sem(ws.scores))},
