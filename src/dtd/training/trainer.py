@@ -1,0 +1,368 @@
+"""The training loop, visible in one place (CleanRL style): `train(cfg)` and `resume(run_dir)`.
+
+data (SequenceSampler) -> model (build_model) -> masked MSE on the valid actions (+ waypoint loss)
+-> AdamW with the spec's warm-up/decay schedule and gradient clipping -> metrics.jsonl, TensorBoard,
+periodic evaluation in the simulator (dtd.evaluation.rollout.evaluate) and atomic checkpoints.
+
+Resuming restores model, optimiser, scheduler and every RNG (python, numpy, torch, each rank's
+sampler) from the last checkpoint, so an interrupted-then-resumed run ends with exactly the weights
+of an uninterrupted one. Under torchrun each rank samples with seed + rank and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dtd.errors import DtdError
+from dtd.training import checkpoint as ckpt_io
+from dtd.training import ddp
+from dtd.training.config import TrainConfig, config_from_dict, save_yaml
+
+METRICS = "metrics.jsonl"
+EVAL_FILE = "eval.json"
+RESUMABLE = ("steps", "device")  # fields --resume may change; everything else is the saved run's
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    evals: dict[int, dict] = field(default_factory=dict)  # step -> evaluate(...) output (rank 0)
+    seconds: float = 0.0
+    samples_per_s: float = 0.0  # training throughput over the whole run, all ranks together
+    is_main: bool = True  # rank 0 (the only one that wrote anything)
+
+    @property
+    def untrained(self) -> dict | None:
+        return self.evals.get(0)
+
+    @property
+    def final(self) -> dict | None:
+        return self.evals.get(self.step) if self.step else None
+
+
+def train(cfg: TrainConfig, force: bool = False, progress: bool = True) -> TrainResult:
+    """Train a new run into cfg.out_dir/cfg.run_name; an existing folder is an error unless `force`."""
+    return _run(cfg, None, force, progress)
+
+
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+    """Continue a run from its last checkpoint; only `steps` and `device` may be overridden."""
+    path = ckpt_io.find_checkpoint(run_dir)
+    ckpt = ckpt_io.load_checkpoint(path)
+    cfg = config_from_dict(dict(ckpt["config"]), str(path))
+    for key, value in (overrides or {}).items():
+        if key not in RESUMABLE:
+            raise DtdError(f"--resume continues the saved config; only {', '.join(RESUMABLE)} may be changed, "
+                           f"not {key}")
+        setattr(cfg, key, value)
+    if ckpt["step"] >= cfg.steps:
+        raise DtdError(f"{run_dir}: already trained for {ckpt['step']} of {cfg.steps} steps (pass --steps N to extend)")
+    return _run(cfg, ckpt, False, progress, run_dir=Path(run_dir) if Path(run_dir).is_dir() else path.parents[1])
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+
+def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_dir: Path | None = None) -> TrainResult:
+    import torch
+    from tqdm.auto import tqdm
+
+    from dtd.data.loaders import check_env_compat, load_dataset
+    from dtd.data.sampler import SequenceSampler
+    from dtd.evaluation import goals
+    from dtd.models import build_model
+    from dtd.training.schedule import make_scheduler
+
+    dist = ddp.init_distributed(cfg.device)
+    try:
+        device = ddp.rank_device(cfg.device, dist)
+        # ---- data ----
+        dataset = load_dataset(cfg.dataset, download=cfg.download)
+        if not cfg.env_id:
+            cfg.env_id = dataset.env_id or ""
+        if cfg.eval_episodes > 0:
+            if not cfg.env_id:
+                raise DtdError(f"{cfg.dataset}: the dataset names no environment; pass --env_id or --eval_episodes 0")
+            if ckpt is None and dist.is_main:
+                check_env_compat(dataset, cfg.env_id)
+        if ckpt is None:
+            state_mean, state_std = dataset.state_stats()
+        else:
+            state_mean, state_std = np.asarray(ckpt["state_mean"]), np.asarray(ckpt["state_std"])
+        # maze / IQL value goals: per-step tokens written into the episodes (dtd.evaluation.goals)
+        dataset = goals.with_goals(dataset, cfg.goal, state_mean, state_std,
+                                   goals.critic_for(cfg.goal, cfg.critic, device))
+        sampler = SequenceSampler(dataset, cfg.context_len, cfg.reward_scale, cfg.pct_traj, cfg.delayed,
+                                  cfg.max_ep_len, seed=cfg.seed + dist.rank, state_mean=state_mean,
+                                  state_std=state_std, goal="rtg" if cfg.goal == "rtg" else "episode")
+        if cfg.goal == "maze":
+            goals.add_waypoints(sampler, cfg.waypoint)
+        goal_dim = 1 if cfg.goal == "rtg" else int(dataset.goal_dim or 1)
+
+        # ---- seeds, model, optimiser ----
+        random.seed(cfg.seed + dist.rank)
+        np.random.seed(cfg.seed + dist.rank)
+        torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
+        model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
+                            cfg.context_len, **cfg.model_overrides()).to(device)
+        model_kwargs = _model_kwargs(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = make_scheduler(optimizer, cfg.warmup_steps)
+        start = 0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            if len(ranks) == dist.world_size:
+                ckpt_io.set_rng_state(ranks[dist.rank], sampler)
+            elif dist.is_main:
+                print(f"dtd: resuming with {dist.world_size} ranks a run saved with {len(ranks)}: "
+                      "batches differ from an uninterrupted run")
+            start = int(ckpt["step"])
+        net = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None,
+                                          find_unused_parameters=True)
+
+        # ---- run folder and logs (rank 0) ----
+        run_dir = ddp.broadcast_object(_prepare_run_dir(cfg, run_dir, force, ckpt is not None)
+                                       if dist.is_main else None, dist)
+        log = _Logger(run_dir, start, enabled=dist.is_main)
+        if dist.is_main:
+            save_yaml(cfg, run_dir / ckpt_io.CONFIG_FILE)
+        result = TrainResult(run_dir, start, is_main=dist.is_main)
+
+        def evaluate_now(step: int) -> None:
+            if cfg.eval_episodes > 0 and dist.is_main:
+                out = _evaluate(model, cfg, state_mean, state_std, dataset, device, progress)
+                result.evals[step] = out
+                log.eval(step, out)
+            ddp.barrier(dist)
+
+        def save(step: int) -> None:
+            rng = ddp.gather_objects(ckpt_io.get_rng_state(sampler), dist)
+            if not dist.is_main:
+                return
+            state = {
+                "model": model.state_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs,
+                "state_mean": np.asarray(state_mean, np.float32), "state_std": np.asarray(state_std, np.float32),
+                "reward_scale": cfg.reward_scale, "config": cfg.to_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng[0], "rng_ranks": rng, "step": step,
+                "world_size": dist.world_size,
+            }  # fmt: skip
+            folder = run_dir / ckpt_io.CKPT_DIR
+            ckpt_io.save_checkpoint(state, folder / ckpt_io.LAST)
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:  # keep periodic copies too
+                tmp = folder / f"step_{step:07d}.pt.tmp"
+                shutil.copyfile(folder / ckpt_io.LAST, tmp)
+                os.replace(tmp, folder / f"step_{step:07d}.pt")
+
+        if start == 0 and cfg.eval_untrained:
+            evaluate_now(0)
+
+        # ---- train ----
+        autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16)
+        samples_per_step = cfg.batch_size * dist.world_size
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.model}", unit="step",
+                   disable=not (progress and dist.is_main), dynamic_ncols=True)
+        loss_sum, loss_n, t_log, steps_log = 0.0, 0, time.perf_counter(), 0
+        t_train, steps_total = 0.0, 0
+        net.train()
+        for step in range(start + 1, cfg.steps + 1):  # `step` = optimiser steps done after this one
+            batch = {k: torch.from_numpy(v).to(device) for k, v in sampler.sample(cfg.batch_size).items()}
+            mask = batch["mask"]  # (B, K) 1 on valid steps
+            with autocast:
+                out = net(batch["states"], batch["actions"], batch["goals"], batch["timesteps"], mask=mask)
+            loss = masked_mse(out.actions.float(), batch["actions"], mask)
+            if out.waypoints is not None and "waypoints" in batch:
+                loss = loss + cfg.waypoint_weight * masked_mse(out.waypoints.float(), batch["waypoints"], mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            optimizer.step()
+            scheduler.step()
+
+            loss_val = loss.item()
+            if not math.isfinite(loss_val):
+                raise DtdError(f"training: loss became {loss_val} at step {step} (try a lower --lr)")
+            loss_sum, loss_n, steps_log = loss_sum + loss_val, loss_n + 1, steps_log + 1
+            bar.update(1)
+            t_pause = time.perf_counter()
+            if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
+                seconds = t_pause - t_log
+                sps = samples_per_step * steps_log / max(seconds, 1e-9)
+                t_train, steps_total = t_train + seconds, steps_total + steps_log
+                log.train(step, loss_sum / loss_n, lr, sps)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{sps:.0f}")
+                loss_sum, loss_n, steps_log, t_log = 0.0, 0, 0, t_pause
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                bar.clear()
+                net.eval()
+                evaluate_now(step)
+                net.train()
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+                save(step)
+            t_log += time.perf_counter() - t_pause  # logging, evaluation and saving are not training time
+        bar.close()
+        log.close()
+        result.step = cfg.steps
+        result.seconds = t_train
+        result.samples_per_s = samples_per_step * steps_total / max(t_train, 1e-9)
+        if dist.is_main and result.evals:
+            _write_json(run_dir / EVAL_FILE, _eval_summary(result, cfg))
+        return result
+    finally:
+        ddp.cleanup(dist)
+
+
+def masked_mse(pred, target, mask):
+    """Mean squared error over valid positions: pred/target (B, K, D), mask (B, K) with 1 = valid."""
+    err = ((pred - target) ** 2).mean(dim=-1)  # (B, K)
+    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _model_kwargs(model) -> dict[str, Any]:
+    """What build_model needs to rebuild this model: its config's fields."""
+    import dataclasses
+
+    return dataclasses.asdict(model.config)
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path | None, force: bool, resuming: bool) -> Path:
+    if resuming:
+        assert run_dir is not None
+        return run_dir
+    name = cfg.run_name or _auto_name(cfg)
+    path = Path(cfg.out_dir) / name
+    if path.exists():
+        if not force:
+            raise DtdError(f"{path}: run folder exists (use --resume {path} to continue it, or --force to overwrite)")
+        shutil.rmtree(path)
+    (path / ckpt_io.CKPT_DIR).mkdir(parents=True)
+    cfg.run_name = name
+    return path
+
+
+def _auto_name(cfg: TrainConfig) -> str:
+    """<preset or model>-<dataset>-s<seed>-<timestamp>: unique, so repeated runs never collide."""
+    what = (cfg.preset or cfg.model).replace("/", "-")
+    data = cfg.dataset.replace("embedded:", "embedded-").replace("/", "-").replace("+", "_")
+    data = Path(data).stem if os.sep in cfg.dataset else data
+    return f"{what}-{data}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _evaluate(model, cfg: TrainConfig, state_mean, state_std, dataset, device: str, progress: bool) -> dict:
+    """Simulator episodes for each target (the evaluation engine), without touching the training RNG."""
+    from dtd.evaluation.goals import goal_fn_for
+    from dtd.evaluation.rollout import evaluate
+
+    was_training = model.training
+    model.eval()
+    try:
+        with ckpt_io.preserved_rng():
+            return evaluate(
+                model, cfg.env_id, cfg.eval_targets or None, episodes=cfg.eval_episodes, seed=cfg.seed,
+                state_mean=state_mean, state_std=state_std, reward_scale=cfg.reward_scale,
+                context_len=cfg.context_len, max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps or None,
+                delayed=cfg.delayed, device=device, ref_min=dataset.ref_min_score, ref_max=dataset.ref_max_score,
+                goal_fn=goal_fn_for(cfg.to_dict(), state_mean, state_std, device), progress=progress,
+            )  # fmt: skip
+    finally:
+        model.train(was_training)
+
+
+def eval_scores(out: dict) -> dict[str, dict[str, float]]:
+    """evaluate(...) output -> {target: {return_mean, return_std, normalized_mean, normalized_std}}."""
+    keys = ("return_mean", "return_std", "normalized_mean", "normalized_std", "length_mean", "success_rate")
+    return {t: {k: r[k] for k in keys if k in r} for t, r in out["targets"].items()}
+
+
+def _eval_summary(result: TrainResult, cfg: TrainConfig) -> dict:
+    """eval.json: the final evaluation (evaluate's dict) plus the step, and the untrained model's scores."""
+    last = max(result.evals)
+    out = dict(result.evals[last], step=last, checkpoint=f"{ckpt_io.CKPT_DIR}/{ckpt_io.LAST}")
+    if 0 in result.evals and last != 0:
+        out["untrained"] = result.evals[0]
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class _Logger:
+    """metrics.jsonl (one JSON object per line) and TensorBoard scalars; a no-op on ranks > 0.
+
+    On resume, lines past the checkpoint's step (written after it by the interrupted process) are
+    dropped and TensorBoard purges its events past that step, so the logs read like one run.
+    """
+
+    def __init__(self, run_dir: Path, start: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run_dir / METRICS
+        if start and self.path.is_file():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _line_step(ln) <= start]
+            tmp = self.path.with_name(METRICS + ".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            os.replace(tmp, self.path)
+        self.file = open(self.path, "a")
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+
+    def _write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def train(self, step: int, loss: float, lr: float, samples_per_s: float) -> None:
+        if not self.enabled:
+            return
+        self._write({"step": step, "loss": loss, "lr": lr, "samples_per_s": samples_per_s})
+        self.tb.add_scalar("train/loss", loss, step)
+        self.tb.add_scalar("train/lr", lr, step)
+        self.tb.add_scalar("train/samples_per_s", samples_per_s, step)
+
+    def eval(self, step: int, out: dict) -> None:
+        if not self.enabled:
+            return
+        scores = eval_scores(out)
+        self._write({"step": step, "eval": scores})
+        for target, s in scores.items():
+            for key, value in s.items():
+                self.tb.add_scalar(f"eval/{target}/{key}", value, step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            self.tb.close()
+
+
+def _line_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # an unreadable (half-written) line is dropped
