@@ -147,3 +147,10 @@ def test_dtd_eval_cli(tmp_path, capsys):
     assert "1800" in capsys.readouterr().out
     assert main(["eval", str(run), "--checkpoint", "step_5"]) == 2
     assert "no checkpoint 'step_5'" in capsys.readouterr().err
+    # no reference returns recorded and the dataset is not on this machine: D4RL's, with a warning
+    del ckpt["ref_min_score"], ckpt["ref_max_score"]
+    ckpt["config"] = {**config, "dataset": str(tmp_path / "gone")}
+    save_checkpoint(ckpt, run / "checkpoints" / "step_5.pt")
+    with pytest.warns(UserWarning, match="D4RL"):
+        assert main(["eval", str(run), "--checkpoint", "step_5", "--episodes", "1"]) == 0
+    assert json.loads((run / "eval-step_5.json").read_text())["ref_scores"] == list(REF)

@@ -14,6 +14,7 @@ give identical returns for the same seeds.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -175,17 +176,14 @@ def rollout_reference(
     return ret, length, success
 
 
-def _normalizer(env_id: str, ref_min: float | None, ref_max: float | None):
-    """returns -> D4RL normalized score, from explicit reference returns or dtd.data.refscores."""
-    if ref_min is None or ref_max is None:
-        found = ref_scores(env_id)
-        if found is None:
-            return None
-        ref_min, ref_max = found
-    return lambda r: normalize(r, ref_min, ref_max)
+def _reference(env_id: str, ref_min: float | None, ref_max: float | None) -> tuple[float, float] | None:
+    """(random, expert) returns for the normalized score: the given ones, else D4RL's for the task."""
+    if ref_min is not None and ref_max is not None:
+        return float(ref_min), float(ref_max)
+    return ref_scores(env_id)
 
 
-def summarize(target: float, eps: Episodes, normalize) -> dict:
+def summarize(target: float, eps: Episodes, ref: tuple[float, float] | None) -> dict:
     """JSON-ready per-target results: raw lists plus mean and std (population std, ddof=0)."""
     out = {
         "target": float(target),
@@ -195,8 +193,8 @@ def summarize(target: float, eps: Episodes, normalize) -> dict:
         "return_std": float(np.std(eps.returns)),
         "length_mean": float(np.mean(eps.lengths)),
     }
-    if normalize is not None:
-        scores = normalize(eps.returns)
+    if ref is not None:
+        scores = normalize(eps.returns, *ref)
         out.update(
             normalized=[float(s) for s in scores],
             normalized_mean=float(np.mean(scores)),
@@ -252,7 +250,7 @@ def evaluate(
         np.asarray(state_mean, dtype=np.float32).reshape(-1), np.asarray(state_std, dtype=np.float32).reshape(-1),
         context_len, max_ep_len, max_steps, device,
     )  # fmt: skip
-    normalize = _normalizer(env_id, ref_min, ref_max)
+    ref = _reference(env_id, ref_min, ref_max)
     env = make_vector_env(env_id, episodes, vector) if batched else make_env(env_id)
     results, env_steps, start = {}, 0, time.perf_counter()
     try:
@@ -272,7 +270,7 @@ def evaluate(
                         np.array([n for _, n, _ in runs], dtype=np.int64),
                         None if success[0] is None else np.array(success, dtype=bool),
                     )
-            results[target_key(target)] = summarize(target, eps, normalize)
+            results[target_key(target)] = summarize(target, eps, ref)
             env_steps += int(eps.lengths.sum())
     finally:
         env.close()
@@ -287,12 +285,13 @@ def evaluate(
         "max_ep_len": max_ep_len,
         "max_steps": max_steps,
         "batched": batched,
+        "ref_scores": None if ref is None else list(ref),  # (random, expert) returns behind "normalized"
         "targets": results,
         "env_steps": env_steps,
         "seconds": seconds,
         "env_steps_per_s": env_steps / max(seconds, 1e-9),
     }
-    key = "normalized_mean" if normalize is not None else "return_mean"
+    key = "normalized_mean" if ref is not None else "return_mean"
     best = max(results, key=lambda k: results[k][key])
     out.update(best_target=best, best_score=results[best][key], score_kind=key.removesuffix("_mean"))
     return out
@@ -318,7 +317,8 @@ def evaluate_run(
 
     The environment is the config's ``env_id`` (training fills it in), else the dataset's. Reference
     returns are the dataset's (as during training): the checkpoint's ``ref_min_score``/``ref_max_score``
-    when it records them, else read from the dataset; D4RL's for the task when the dataset has none.
+    when it records them, else read from the dataset; D4RL's for the task when the dataset has none
+    or cannot be loaded here (a warning says so; the result's "ref_scores" records which were used).
     """
     from dtd.evaluation.goals import goal_fn_for
 
@@ -329,9 +329,15 @@ def evaluate_run(
         # training normalised with the dataset's own reference returns: only the dataset has them
         from dtd.data.loaders import load_dataset
 
-        data = load_dataset(config.get("dataset", ""))
-        env_id = env_id or data.env_id
-        ref_min, ref_max = data.ref_min_score, data.ref_max_score
+        try:
+            data = load_dataset(config.get("dataset", ""))
+        except DtdError as exc:
+            if not env_id:
+                raise
+            warnings.warn(f"{exc}; normalized scores use D4RL's reference returns for {env_id}")
+        else:
+            env_id = env_id or data.env_id
+            ref_min, ref_max = data.ref_min_score, data.ref_max_score
         if not env_id:
             raise DtdError(f"{data.name}: the dataset names no environment; set env_id in the run's config")
     kwargs = ckpt.get("model_kwargs") or {}
