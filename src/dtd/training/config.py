@@ -60,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     steps: int = 1500  # total optimiser steps
+    max_minutes: float = 5.0  # also stop training after this much training time (0 = off; not reproducible)
     grad_clip: float = 0.25  # gradient norm clip; 0 = off
     waypoint_weight: float = 1.0  # weight of the waypoint loss when the model predicts waypoints
     # --- logging, evaluation, checkpoints (intervals in steps; 0 = never, except at the end) ---

@@ -41,6 +41,7 @@ class TrainResult:
     seconds: float = 0.0
     samples_per_s: float = 0.0  # training throughput over the whole run, all ranks together
     is_main: bool = True  # rank 0 (the only one that wrote anything)
+    model: Any = None  # the trained model (unwrapped from DDP)
 
     @property
     def untrained(self) -> dict | None:
@@ -182,6 +183,7 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
         loss_sum, loss_n, t_log, steps_log = 0.0, 0, time.perf_counter(), 0
         t_train, steps_total = 0.0, 0
         net.train()
+        step = start
         for step in range(start + 1, cfg.steps + 1):  # `step` = optimiser steps done after this one
             batch = {k: torch.from_numpy(v).to(device) for k, v in sampler.sample(cfg.batch_size).items()}
             mask = batch["mask"]  # (B, K) 1 on valid steps
@@ -204,24 +206,32 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
             loss_sum, loss_n, steps_log = loss_sum + loss_val, loss_n + 1, steps_log + 1
             bar.update(1)
             t_pause = time.perf_counter()
-            if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
+            # the wall-clock budget (main job): rank 0 decides, every rank stops at the same step
+            over = cfg.max_minutes > 0 and t_train + t_pause - t_log > 60 * cfg.max_minutes
+            last = step == cfg.steps or ddp.broadcast_object(over, dist)
+            if (cfg.log_every and step % cfg.log_every == 0) or last:
                 seconds = t_pause - t_log
                 sps = samples_per_step * steps_log / max(seconds, 1e-9)
                 t_train, steps_total = t_train + seconds, steps_total + steps_log
                 log.train(step, loss_sum / loss_n, lr, sps)
                 bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{sps:.0f}")
                 loss_sum, loss_n, steps_log, t_log = 0.0, 0, 0, t_pause
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
                 bar.clear()
                 net.eval()
                 evaluate_now(step)
                 net.train()
-            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or last:
                 save(step)
             t_log += time.perf_counter() - t_pause  # logging, evaluation and saving are not training time
+            if last:
+                break
         bar.close()
         log.close()
-        result.step = cfg.steps
+        if step < cfg.steps and dist.is_main:
+            print(f"dtd: stopped at step {step} of {cfg.steps}: the --max_minutes {cfg.max_minutes:g} budget "
+                  "was reached (resume to continue)")
+        result.step, result.model = step, model
         result.seconds = t_train
         result.samples_per_s = samples_per_step * steps_total / max(t_train, 1e-9)
         if dist.is_main and result.evals:
