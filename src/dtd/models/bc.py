@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dtd.models.transformer import ModelOutput, SequenceModel, init_weights
+from dtd.models.transformer import Dropout, ModelOutput, SequenceModel, init_weights
 
 
 @dataclass
@@ -36,7 +36,7 @@ class BCModel(SequenceModel):
         layers: list[nn.Module] = []
         width = cfg.state_dim
         for _ in range(cfg.n_layer):
-            layers += [nn.Linear(width, cfg.hidden_size), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            layers += [nn.Linear(width, cfg.hidden_size), nn.ReLU(), Dropout(cfg.dropout)]
             width = cfg.hidden_size
         self.mlp = nn.Sequential(*layers, nn.Linear(width, cfg.act_dim))
         init_weights(self, "xavier")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dtd.models.transformer import Block, ModelOutput, SequenceModel, init_weights, key_valid_from_mask
+from dtd.models.transformer import Block, Dropout, ModelOutput, SequenceModel, init_weights, key_valid_from_mask
 
 
 @dataclass
@@ -48,7 +48,7 @@ class DecisionTransformer(SequenceModel):
         self.embed_action = nn.Linear(cfg.act_dim, h)
         self.embed_time = nn.Embedding(cfg.max_ep_len, h)
         self.embed_ln = nn.LayerNorm(h)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             Block(h, cfg.n_head, cfg.ff_mult * h, cfg.dropout, norm_first=True, activation=cfg.activation)
             for _ in range(cfg.n_layer)

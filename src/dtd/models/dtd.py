@@ -16,6 +16,7 @@ from dtd.errors import DtdError
 from dtd.models.transformer import (
     Block,
     CausalAttention,
+    Dropout,
     ModelOutput,
     SequenceModel,
     init_weights,
@@ -150,7 +151,7 @@ class DecisionTransducer(SequenceModel):
             self.emb_ln = nn.LayerNorm(h)
         elif cfg.norm_mode == "n3":
             self.emb_ln = nn.ModuleDict({m: nn.LayerNorm(h) for m in streams})
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.encoders = nn.ModuleDict(
             {
                 m: nn.ModuleList(Block(h, cfg.n_head, cfg.ff_dim, cfg.dropout, norm_first=True) for _ in range(cfg.n_layer))
