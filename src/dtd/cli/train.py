@@ -23,7 +23,7 @@ def register(sub) -> None:
     )
     p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see configs/README.md) or YAML file")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
-                                                       "(only --steps and --device may change)")
+                                                       "(only --steps, --device, --threads, --max_minutes may change)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     add_config_arguments(p)

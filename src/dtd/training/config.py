@@ -74,6 +74,7 @@ class TrainConfig:
     # --- run ---
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 = torch's default (1 is much faster on a busy shared CPU)
     bf16: bool = False  # bf16 autocast in forward passes (meant for GPUs)
     out_dir: str = "runs"
     run_name: str = ""  # empty = <preset or model>-<dataset>-s<seed>-<timestamp>

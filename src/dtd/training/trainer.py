@@ -30,7 +30,7 @@ from dtd.training.config import TrainConfig, config_from_dict, save_yaml
 
 METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
-RESUMABLE = ("steps", "device")  # fields --resume may change; everything else is the saved run's
+RESUMABLE = ("steps", "device", "threads", "max_minutes")  # fields --resume may change; everything else is the saved run's
 
 
 @dataclass
@@ -85,6 +85,8 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
     from dtd.models import build_model
     from dtd.training.schedule import make_scheduler
 
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     dist = ddp.init_distributed(cfg.device)
     try:
         device = ddp.rank_device(cfg.device, dist)
