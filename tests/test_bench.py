@@ -69,3 +69,15 @@ def test_profile_categories_and_peak_rss():
         block = bytearray(64 * 2**20)  # 64 MiB touched
         block[:: 4096] = b"x" * len(block[:: 4096])
     assert mem.result()["peak_mb"] >= mem.result()["start_mb"] + 32
+
+
+def test_eval_of_a_trained_run(tiny_runs):
+    """--run: evaluation uses the run's model and checkpoint settings; both paths give the same returns."""
+    from dtd.bench import bench_eval
+
+    cfg = BenchConfig.tiny_config(episodes=2, eval_max_steps=6, run=str(tiny_runs["dtd"]))
+    ev = bench_eval(cfg)
+    assert ev["preset"] == "dtd" and ev["run"] == str(tiny_runs["dtd"])
+    row = ev["n2"]
+    assert len(row["batched"]["returns"]) == 2 and row["batched"]["mean_length"] > 0
+    assert row["returns_max_abs_diff"] < 1e-3

@@ -68,6 +68,7 @@ class BenchConfig:
     context_len: int = 20
     max_ep_len: int = 1000
     threads: int | None = None  # torch threads; None keeps torch's default
+    run: str | None = None  # a trained run folder: evaluation uses its model (full-length episodes)
     naive: bool = True  # also time the reference paths (the speed-up ratios)
     tiny: bool = False  # tiny models (TINY_OVERRIDES), for tests
 
@@ -425,28 +426,50 @@ def bench_env_steps(cfg: BenchConfig, n: int, steps: int = 200) -> dict:
 def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
     """Evaluation env steps/s: batched (vector env, one model call per step) vs the reference loop.
 
-    An untrained model is used (episodes end early on Hopper; the per-step cost is the same as a
-    trained model's); both paths run the same seeds, so their returns must match exactly.
+    With ``cfg.run`` the run's trained model is evaluated with its checkpoint's settings (full-length
+    episodes, the realistic case); otherwise an untrained ``preset`` (same per-step model cost, but
+    Hopper episodes end after a few dozen steps, so resets weigh more). Both paths run the same
+    seeds, so their returns must match exactly.
     """
     import torch
 
-    from dtd.evaluation.rollout import evaluate
+    from dtd.evaluation.rollout import evaluate, evaluate_run
 
-    torch.manual_seed(0)
-    model = _build(cfg, preset).eval()
-    common = dict(targets=[3600.0], seed=0, state_mean=np.zeros(cfg.state_dim, np.float32),
-                  state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
-                  max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False)  # fmt: skip
-    out: dict = {"env_id": cfg.env_id, "preset": preset, "max_steps": cfg.eval_max_steps}
+    target = 3600.0
+    if cfg.run:
+        from dtd.training.checkpoint import load_run
+
+        model, ckpt = load_run(cfg.run)
+        preset = ckpt["model_name"]
+        env_id = (ckpt.get("config") or {}).get("env_id") or cfg.env_id
+        targets = list((ckpt.get("config") or {}).get("eval_targets") or [target])[:1]
+        target = float(targets[0])
+
+        def run_eval(n: int, batched: bool) -> dict:
+            return evaluate_run(model, ckpt, episodes=n, targets=targets, seed=0, progress=False,
+                                batched=batched, max_steps=cfg.eval_max_steps)  # fmt: skip
+    else:
+        torch.manual_seed(0)
+        model, env_id = _build(cfg, preset).eval(), cfg.env_id
+        common = dict(targets=[target], seed=0, state_mean=np.zeros(cfg.state_dim, np.float32),
+                      state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
+                      max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False)  # fmt: skip
+
+        def run_eval(n: int, batched: bool) -> dict:
+            return evaluate(model, env_id, episodes=n, batched=batched, **common)
+
+    key = f"{target:g}"
+    out: dict = {"env_id": env_id, "preset": preset, "run": cfg.run, "max_steps": cfg.eval_max_steps}
     for n in sorted({1, cfg.episodes}):
         row = {}
         paths = [("batched", True)] + ([("reference", False)] if cfg.naive else [])
         for name, batched in paths:
             with PeakRSS() as mem:
-                res = evaluate(model, cfg.env_id, episodes=n, batched=batched, **common)
+                res = run_eval(n, batched)
             row[name] = {"env_steps": res["env_steps"], "seconds": res["seconds"],
                          "env_steps_per_s": res["env_steps_per_s"], "memory": mem.result(),
-                         "returns": res["targets"]["3600"]["returns"]}  # fmt: skip
+                         "returns": res["targets"][key]["returns"],
+                         "mean_length": float(np.mean(res["targets"][key]["lengths"]))}  # fmt: skip
         if cfg.naive:
             diff = np.abs(np.subtract(row["batched"]["returns"], row["reference"]["returns"]))
             row["returns_identical"] = bool(np.all(diff == 0))

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed training steps per setting (default 10)")
     p.add_argument("--episodes", type=int, default=None, help="N environments evaluated together (default 10)")
     p.add_argument("--eval-max-steps", type=int, default=None, help="cap on each evaluation episode (default 200)")
+    p.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="evaluate this trained run's model (full-length episodes) instead of an untrained one")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--no-naive", action="store_true", help="skip the reference paths (no speed-up ratios)")
     p.add_argument("--tiny", action="store_true", help="tiny models and settings: a smoke test, not a measurement")
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from dtd.bench import BenchConfig, run_bench, summary, write_json
 
     given = {"presets": args.presets, "batch_sizes": args.batch_sizes, "steps": args.steps,
-             "episodes": args.episodes, "eval_max_steps": args.eval_max_steps, "threads": args.threads}
+             "episodes": args.episodes, "eval_max_steps": args.eval_max_steps, "threads": args.threads,
+             "run": args.run}
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_naive:
         given["naive"] = False
