@@ -49,9 +49,6 @@ class BCModel(SequenceModel):
         timesteps: Tensor,
         mask: Tensor | None = None,
         return_attention: bool = False,
-        at: Tensor | None = None,
     ) -> ModelOutput:
-        # states (B,K,S) -> actions (B,K,A), or (B,1,A) at step `at` (B,); no attention, so an empty dict when asked
-        if at is not None:
-            states = states[torch.arange(states.shape[0], device=states.device), at][:, None]  # (B, 1, S)
+        # states (B,K,S) -> actions (B,K,A); no attention, so an empty dict when asked
         return ModelOutput(actions=torch.tanh(self.mlp(states)), attention={} if return_attention else None)

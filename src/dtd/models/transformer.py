@@ -43,24 +43,15 @@ class SequenceModel(nn.Module):
         states (N,K,S), actions (N,K,A), goals (N,K,G), timesteps (N,K), lengths (N,) >= 1.
         Returns (N,A): the prediction at position lengths-1 of each window, i.e. exactly what
         ``forward`` gives there (the action slot at that position is never read: causality).
-        ``forward(..., at=)`` computes only that position where the model can (the last layer).
         """
-        k = states.shape[1]
+        n, k = states.shape[:2]
         lengths = lengths.to(device=states.device, dtype=torch.long)
         mask = (torch.arange(k, device=states.device)[None, :] < lengths[:, None]).float()  # (N,K)
-        return self(states, actions, goals, timesteps, mask=mask, at=lengths - 1).actions[:, 0]  # (N,A)
+        out = self(states, actions, goals, timesteps, mask=mask).actions  # (N,K,A)
+        return out[torch.arange(n, device=states.device), lengths - 1]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def blocks_at(blocks: nn.ModuleList, x: Tensor, pos: Tensor) -> Tensor:
-    """What causal ``blocks`` output at token ``pos`` of each row, (B, L, H) -> (B, 1, H): every
-    layer but the last runs on all tokens (they are the last one's keys), the last only on that one."""
-    for block in blocks[:-1]:
-        x, _ = block(x)
-    token = x[torch.arange(x.shape[0], device=x.device), pos][:, None]  # (B, 1, H)
-    return blocks[-1](token, context=x, query_pos=pos)[0] if len(blocks) else token
 
 
 def key_valid_from_mask(mask: Tensor | None, repeat: int = 1) -> Tensor | None:
@@ -99,8 +90,7 @@ class CausalAttention(nn.Module):
     """Multi-head causal attention: query i attends keys j <= i (the same step index in both).
 
     Self-attention by default; cross-attention when ``context`` (same length as x) is given:
-    queries from x, keys/values from context. With ``query_pos`` (B,), x (B, 1, H) is the token at
-    that position of the sequence ``context`` (B, L, H): it attends context's tokens j <= query_pos.
+    queries from x, keys/values from context.
     """
 
     def __init__(self, dim: int, n_head: int, dropout: float = 0.0):
@@ -112,22 +102,14 @@ class CausalAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        key_valid: Tensor | None = None,
-        return_attention: bool = False,
-        query_pos: Tensor | None = None,
+        self, x: Tensor, context: Tensor | None = None, key_valid: Tensor | None = None, return_attention: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         ctx = x if context is None else context
         b, length, dim = x.shape
-        heads = lambda t: t.view(b, t.shape[1], self.n_head, dim // self.n_head).transpose(1, 2)  # noqa: E731
+        heads = lambda t: t.view(b, length, self.n_head, dim // self.n_head).transpose(1, 2)  # noqa: E731
         q, k, v = heads(self.q(x)), heads(self.k(ctx)), heads(self.v(ctx))  # (B, h, L, d)
         p = self.dropout if self.training else 0.0
-        if query_pos is not None:  # one query per row, at query_pos of ctx
-            allowed = torch.arange(ctx.shape[1], device=x.device) <= query_pos[:, None]  # (B, Lk)
-            y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None], dropout_p=p), None
-        elif not return_attention:
+        if not return_attention:
             y, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
         else:  # the same math with the weights spelled out
             allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # (L, L)
@@ -163,22 +145,15 @@ class Block(nn.Module):
         self.drop1, self.drop2 = Dropout(dropout), Dropout(dropout)
 
     def forward(
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        key_valid: Tensor | None = None,
-        return_attention: bool = False,
-        query_pos: Tensor | None = None,
+        self, x: Tensor, context: Tensor | None = None, key_valid: Tensor | None = None, return_attention: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        # x (B, L, H) -> (B, L, H); weights (B, h, L, L) or None.
-        # With query_pos (B,): x (B, 1, H) is the token at that position of context (B, L, H) (blocks_at).
+        # x (B, L, H) -> (B, L, H); weights (B, h, L, L) or None
         if self.norm_first:
-            ctx = None if context is None else self.ln1(context)
-            a, w = self.attn(self.ln1(x), ctx, key_valid, return_attention, query_pos)
+            a, w = self.attn(self.ln1(x), context, key_valid, return_attention)
             x = x + self.drop1(a)
             x = x + self.drop2(self.ff(self.ln2(x)))
         else:
-            a, w = self.attn(x, context, key_valid, return_attention, query_pos)
+            a, w = self.attn(x, context, key_valid, return_attention)
             x = self.ln1(x + self.drop1(a))
             x = self.ln2(x + self.drop2(self.ff(x)))
         return x, w
