@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
                                                        "(only --steps, --device, --threads, --max_minutes may change)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (for logs and CI)", default=argparse.SUPPRESS)
     add_config_arguments(p)
     p.set_defaults(func=run)
 
@@ -39,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config:
             raise DtdError("--resume continues the saved config; it cannot be combined with --config")
-        result = resume(args.resume, overrides, progress=args.progress)
+        result = resume(args.resume, overrides, progress=getattr(args, "progress", True))
     else:
-        result = train(load_config(args.config, overrides), force=args.force, progress=args.progress)
+        result = train(load_config(args.config, overrides), force=args.force, progress=getattr(args, "progress", True))
     if not result.is_main:  # ranks > 0 under torchrun
         return 0
     print(f"run: {result.run_dir}  ({result.step} steps, {result.samples_per_s:.0f} samples/s)")
