@@ -22,6 +22,19 @@ LAST = "last.pt"
 CONFIG_FILE = "config.yaml"
 
 
+def new_run_dir(path: str | Path, force: bool, hint: str = "use --force to overwrite") -> Path:
+    """Create an empty run folder with its checkpoints/; an existing one is an error unless `force`."""
+    import shutil
+
+    path = Path(path)
+    if path.exists():
+        if not force:
+            raise DtdError(f"{path}: run folder exists ({hint})")
+        shutil.rmtree(path)
+    (path / CKPT_DIR).mkdir(parents=True)
+    return path
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     """torch.save to path + '.tmp', then os.replace: readers never see a half-written file."""
     import torch

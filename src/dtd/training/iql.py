@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,12 +124,7 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
     }
 
     name = cfg.run_name or f"iql-{Path(cfg.dataset.replace('/', '-')).stem}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.out_dir) / name
-    if run_dir.exists():
-        if not force:
-            raise DtdError(f"{run_dir}: run folder exists (use --force to overwrite)")
-        shutil.rmtree(run_dir)
-    (run_dir / ckpt_io.CKPT_DIR).mkdir(parents=True)
+    run_dir = ckpt_io.new_run_dir(Path(cfg.out_dir) / name, force)
     cfg = dataclasses.replace(cfg, run_name=name)
     tmp = run_dir / "config.yaml.tmp"
     tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -265,11 +265,7 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path | None, force: bool, resumi
         return run_dir
     name = cfg.run_name or _auto_name(cfg)
     path = Path(cfg.out_dir) / name
-    if path.exists():
-        if not force:
-            raise DtdError(f"{path}: run folder exists (use --resume {path} to continue it, or --force to overwrite)")
-        shutil.rmtree(path)
-    (path / ckpt_io.CKPT_DIR).mkdir(parents=True)
+    ckpt_io.new_run_dir(path, force, hint=f"use --resume {path} to continue it, or --force to overwrite")
     cfg.run_name = name
     return path
 
