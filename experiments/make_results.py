@@ -39,6 +39,7 @@ ABLATIONS = [  # (label, run-name stem); "all" and "c22" are the main table's DT
     ("combiner c23", "ablation/hopper-medium-replay-combiner-c23"),
 ]
 CURVE_RUNS = [("DTd", "main/hopper-medium-replay-dtd"), ("DT-small", "main/hopper-medium-replay-dt-small")]
+LONG_CURVE_RUNS = [("DTd", "curve/hopper-medium-replay-dtd-long"), ("DT-small", "curve/hopper-medium-replay-dt-small-long")]
 ATTENTION_RUNS = [("DT-small", "main/hopper-medium-dt-small-s0"), ("DTd", "main/hopper-medium-dtd-s0")]
 
 
@@ -132,8 +133,8 @@ def curve_points(runs: list[RunScores]) -> tuple[list[int], np.ndarray]:
     return steps, np.array([[c[s] for s in steps] for c in curves])
 
 
-def curve_table(runs: dict[str, list[RunScores]]) -> str:
-    series = {label: curve_points(runs.get(stem, [])) for label, stem in CURVE_RUNS}
+def curve_table(runs: dict[str, list[RunScores]], spec: list[tuple[str, str]]) -> str:
+    series = {label: curve_points(runs.get(stem, [])) for label, stem in spec}
     steps = sorted({s for st, _ in series.values() for s in st})
     rows = ["| training step | " + " | ".join(series) + " |", "|---:|" + "---:|" * len(series)]
     for s in steps:
@@ -221,19 +222,25 @@ def plot_ablation(runs: dict[str, list[RunScores]], path: Path) -> None:
 
 
 def plot_curves(runs: dict[str, list[RunScores]], path: Path) -> None:
+    """Two panels: the main table's runs (evaluated every 100 steps) and the longer runs."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, (label, stem) in enumerate(CURVE_RUNS):
-        steps, vals = curve_points(runs.get(stem, []))
-        if not steps:
-            continue
-        mean, std = vals.mean(0), vals.std(0)
-        ax.plot(steps, mean, marker="o", color=f"C{i}", label=f"{label} (n={len(vals)})")
-        ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
-    ax.set_xlabel("training step (batch 64)")
-    _finish(fig, ax, path, "Sample efficiency on hopper medium-replay (band: ±std over seeds)",
-            "D4RL normalized score (best target)", legend={}, grid_axis="both")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, spec, what in ((axes[0], CURVE_RUNS, "main-table runs"), (axes[1], LONG_CURVE_RUNS, "longer runs")):
+        for i, (label, stem) in enumerate(spec):
+            steps, vals = curve_points(runs.get(stem, []))
+            if not steps:
+                continue
+            mean, std = vals.mean(0), vals.std(0)
+            ax.plot(steps, mean, marker="o", color=f"C{i}", label=f"{label} (n={len(vals)} seeds)")
+            ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
+        ax.set_xlabel("training step (batch 64)")
+        ax.set_title(f"hopper medium-replay, {what}")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    _finish(fig, axes[0], path, "hopper medium-replay, main-table runs (band: ±std over seeds)",
+            "D4RL normalized score (best target)", grid_axis="both")
 
 
 def attention(root: Path, out: Path) -> str:
@@ -283,7 +290,8 @@ def main() -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     behaviour = dataset_scores()
-    tables = {"main": main_table(runs, behaviour), "ablation": ablation_table(runs), "curve": curve_table(runs),
+    tables = {"main": main_table(runs, behaviour), "ablation": ablation_table(runs), "curve": curve_table(runs, CURVE_RUNS),
+              "curve_long": curve_table(runs, LONG_CURVE_RUNS),
               "compute": compute_table(runs), "seeds": seeds_table(runs)}
     plot_main(runs, behaviour, out / "main_scores.png")
     plot_ablation(runs, out / "ablation.png")

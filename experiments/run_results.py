@@ -7,7 +7,8 @@ runs/results/<group>/<name>-s<seed>. The script is idempotent: a run with eval.j
 a run with a checkpoint is continued with `dtd train --resume`, anything else starts fresh (a folder
 without a checkpoint is restarted with --force). Kill it at any time and start it again.
 
-Runs are ordered so that a partial sweep is still useful: the main table (seed 0, 1, 2), then the ablation.
+Runs are ordered so that a partial sweep is still useful: the main table (seed 0, 1, 2), then the ablation,
+then the longer sample-efficiency runs.
 `--list` prints the commands without running them. Tables and figures: experiments/make_results.py.
 """
 
@@ -31,8 +32,11 @@ OUT = ROOT / "runs" / "results"
 BUDGET = ["--steps", "400", "--batch_size", "64", "--lr", "0.001", "--warmup_steps", "40",
           "--ckpt_every", "100", "--eval_every", "0", "--eval_episodes", "10", "--max_minutes", "0",
           "--eval_untrained", "false", "--log_every", "20"]
-# Sample efficiency: the hopper medium-replay DTd and DT-small runs also evaluate every 100 steps.
+# Sample efficiency: the hopper medium-replay DTd and DT-small runs also evaluate every 100 steps, and
+# two seeds of each are trained further (1,500 steps, evaluated every 250) after everything else.
 CURVE = ["--eval_every", "100", "--eval_untrained", "true"]
+LONG_CURVE = ["--steps", "1500", "--eval_every", "250", "--eval_untrained", "true"]
+LONG_SEEDS = [0, 1]
 
 MODELS = ["dtd", "dt-small", "dt-large", "bc"]
 MAIN = ["hopper-medium", "hopper-medium-replay", "hopper-medium-expert", "halfcheetah-medium-replay"]
@@ -71,7 +75,9 @@ def jobs(root: Path = OUT) -> list[Job]:
         for abl in ABLATIONS:
             ablation.append(Job("ablation", f"hopper-medium-replay-{abl}", f"ablation/hopper-medium-replay-{abl}",
                                 seed, (), root))
-    return main + ablation
+    long = [Job("curve", f"hopper-medium-replay-{model}-long", f"hopper-medium-replay-{model}", seed,
+                tuple(LONG_CURVE), root) for seed in LONG_SEEDS for model in ("dtd", "dt-small")]
+    return main + ablation + long
 
 
 def run_job(job: Job, dtd: str, index: int, total: int) -> tuple[Job, int, float]:
