@@ -143,6 +143,41 @@ def test_act_equals_forward(name, overrides):
         torch.testing.assert_close(acts[i], full[i, n - 1], atol=1e-5, rtol=0)
 
 
+FULL_SIZE = [  # the real widths too: BLAS picks its kernels by shape
+    ("dtd", {"hidden_size": 128, "n_layer": 3, "ff_dim": 256, "join_ff_dim": 512}),
+    ("dt-small", {"hidden_size": 128, "n_layer": 3}),
+]
+SIZE_CASES, SIZE_IDS = CASES + FULL_SIZE, IDS + ["dtd-full", "dt-small-full"]
+TWO_THREADS = {"dtd-full", "dt-small-full", "dt-small", "dt-large", "bc", IDS[len(DTD_VARIANTS) - 1]}
+INVARIANCE = [  # every variant with 1 thread; with 2 (slow on a busy box) the real sizes and one of each kind
+    pytest.param(name, overrides, threads, id=f"{case_id}-{threads}threads")
+    for (name, overrides), case_id in zip(SIZE_CASES, SIZE_IDS)
+    for threads in (1, 2)
+    if threads == 1 or case_id in TWO_THREADS
+]
+
+
+@pytest.mark.parametrize("name,overrides,threads", INVARIANCE)
+def test_act_is_batch_invariant(name, overrides, threads):
+    """Batched evaluation must return exactly what one episode at a time does: a window's action
+    may not depend, even in the last bit, on how many windows share the call (N shrinks as episodes end)."""
+    model = make(name, overrides)
+    k = 20  # evaluation's window; with 2 threads the full-window layers (M = N x K rows) need K >= 12 here
+    lengths = torch.tensor([k, 1, 3, 2, k, 4, 1, 5, 2, 3, k, 1])  # N = 12 windows
+    inputs = batch(model, b=len(lengths), k=k, seed=4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        acts = model.act(*inputs, lengths=lengths)  # (N, A)
+        for i in range(len(lengths)):
+            alone = model.act(*(x[i : i + 1] for x in inputs), lengths=lengths[i : i + 1])
+            assert torch.equal(alone[0], acts[i]), f"window {i} alone"
+        for n in (2, 3, 5, 10):
+            assert torch.equal(model.act(*(x[:n] for x in inputs), lengths=lengths[:n]), acts[:n]), f"first {n}"
+    finally:
+        torch.set_num_threads(before)
+
+
 def expected_maps(name: str, model) -> dict[str, tuple[int, int]]:
     """Attention map name -> (heads, length) per the design contract."""
     cfg = model.config

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dtd.models.transformer import Dropout, ModelOutput, SequenceModel, init_weights
+from dtd.models.transformer import Dropout, ModelOutput, SequenceModel, init_weights, rowwise, take
 
 
 @dataclass
@@ -49,6 +49,9 @@ class BCModel(SequenceModel):
         timesteps: Tensor,
         mask: Tensor | None = None,
         return_attention: bool = False,
+        at: Tensor | None = None,
     ) -> ModelOutput:
-        # states (B,K,S) -> actions (B,K,A); no attention, so an empty dict when asked
+        # states (B,K,S) -> actions (B,K,A), or (B,1,A) at step `at` (B,); no attention, so an empty dict when asked
+        if at is not None:  # batch-invariant rows, as in DT/DTd (dtd.models.transformer)
+            return ModelOutput(actions=rowwise(lambda s: torch.tanh(self.mlp(s)), take(states, at)))
         return ModelOutput(actions=torch.tanh(self.mlp(states)), attention={} if return_attention else None)

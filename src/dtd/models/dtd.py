@@ -19,8 +19,10 @@ from dtd.models.transformer import (
     Dropout,
     ModelOutput,
     SequenceModel,
+    blocks_at,
     init_weights,
     key_valid_from_mask,
+    rowwise,
 )
 
 MODALITIES = ("goal", "state", "action")  # also the row order of the modality embedding
@@ -179,8 +181,10 @@ class DecisionTransducer(SequenceModel):
         timesteps: Tensor,
         mask: Tensor | None = None,
         return_attention: bool = False,
+        at: Tensor | None = None,
     ) -> ModelOutput:
         # states (B,K,S), actions (B,K,A), goals (B,K,G), timesteps (B,K), mask (B,K) -> ModelOutput
+        # at (B,): only the prediction at step `at` of each window, actions (B,1,A) (act; no attention)
         cfg = self.config
         b, k, _ = states.shape
         t = timesteps.long().clamp(0, cfg.max_ep_len - 1)  # (B, K)
@@ -215,6 +219,9 @@ class DecisionTransducer(SequenceModel):
         z = torch.stack([x[m] for m in self.join_order], dim=2).reshape(b, n * k, -1)  # (B, nK, H)
         if self.join_ln is not None:
             z = self.join_ln(z)
+        if at is not None:  # the join's last layer computes only the state token of step `at`
+            z = blocks_at(self.join, z, at * n + self.join_order.index("state"))  # (B, 1, H)
+            return ModelOutput(actions=rowwise(lambda t: torch.tanh(self.head(t)), z), waypoints=waypoints)
         join_valid = key_valid_from_mask(mask, repeat=n) if return_attention else None
         for i, layer in enumerate(self.join):
             z, w = layer(z, key_valid=join_valid, return_attention=return_attention)

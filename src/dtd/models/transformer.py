@@ -11,10 +11,22 @@ reads (the loss is masked). The fast path thus calls SDPA with ``is_causal=True`
 all valid outputs, and lets SDPA use its fused kernels). The explicit path
 (``return_attention=True``) also removes padded keys, except a query's own position so that a
 padded row is never empty; valid rows get bit-for-bit the same allowed set as the fast path.
+
+Query-only last layer. ``act`` needs one token per window, so ``forward(..., at=)`` runs the last
+layer (DTd's join, DT's last block) only at that token (``blocks_at``). ``act`` must be
+batch-invariant, bit for bit: a window's action may not depend on how many other windows share
+the call (batched evaluation must return exactly what one episode at a time does). fp32 GEMM
+rounding of a row depends on the row count M (BLAS picks kernels and thread splits by M; on the
+dev box, MKL/oneDNN, M < 4 with 1 thread and M < 12 with 2 differ from large M, multiples of 16
+never), and CPU SDPA with a mask rounds differently by batch size with 2 threads. So the query
+rows' products run padded to a multiple of ``ROW_MULTIPLE`` rows (``rowwise``), and the single
+query's attention is spelled out (``attend``), which is invariant. The layers before it run on
+M = N x K (or 2K, 3K) rows, large enough for evaluation's K = 20.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dtd.errors import DtdError
+
+ROW_MULTIPLE = 16  # rowwise pads to this many rows: every N then takes the same GEMM path
 
 
 @dataclass
@@ -42,16 +56,46 @@ class SequenceModel(nn.Module):
 
         states (N,K,S), actions (N,K,A), goals (N,K,G), timesteps (N,K), lengths (N,) >= 1.
         Returns (N,A): the prediction at position lengths-1 of each window, i.e. exactly what
-        ``forward`` gives there (the action slot at that position is never read: causality).
+        ``forward`` gives there (the action slot at that position is never read: causality), to
+        float rounding; bit-for-bit independent of N and of the other windows (module docstring).
         """
-        n, k = states.shape[:2]
+        k = states.shape[1]
         lengths = lengths.to(device=states.device, dtype=torch.long)
         mask = (torch.arange(k, device=states.device)[None, :] < lengths[:, None]).float()  # (N,K)
-        out = self(states, actions, goals, timesteps, mask=mask).actions  # (N,K,A)
-        return out[torch.arange(n, device=states.device), lengths - 1]
+        return self(states, actions, goals, timesteps, mask=mask, at=lengths - 1).actions[:, 0]  # (N,A)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def take(x: Tensor, pos: Tensor) -> Tensor:
+    """Token ``pos`` of each row: x (B, L, ...), pos (B,) -> (B, 1, ...)."""
+    return x[torch.arange(x.shape[0], device=x.device), pos][:, None]
+
+
+def rowwise(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``fn(x)`` for a row-wise ``fn`` (linear layers, feed-forward, head), computed on x zero-padded
+    to a multiple of ROW_MULTIPLE rows along dim 0 and sliced back, so that a row's result does not
+    depend on how many rows there are (see the module docstring). x (B, ...) -> (B, ...)."""
+    b = x.shape[0]
+    pad = -b % ROW_MULTIPLE
+    return fn(torch.cat([x, x.new_zeros(pad, *x.shape[1:])]) if pad else x)[:b]
+
+
+def blocks_at(blocks: nn.ModuleList, x: Tensor, pos: Tensor) -> Tensor:
+    """What causal ``blocks`` output at token ``pos`` (B,) of each row, x (B, L, H) -> (B, 1, H):
+    every layer but the last runs on all tokens (they are the last one's keys), the last only on that one."""
+    for block in blocks[:-1]:
+        x, _ = block(x)
+    return blocks[-1].query(x, pos) if len(blocks) else take(x, pos)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, dropout: float) -> tuple[Tensor, Tensor]:
+    """Softmax attention spelled out: q (B, h, Lq, d), k/v (B, h, Lk, d), allowed broadcastable to
+    (B, h, Lq, Lk) -> output (B, h, Lq, d), weights (B, h, Lq, Lk)."""
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    return F.dropout(weights, dropout) @ v, weights
 
 
 def key_valid_from_mask(mask: Tensor | None, repeat: int = 1) -> Tensor | None:
@@ -116,11 +160,20 @@ class CausalAttention(nn.Module):
             if key_valid is not None:  # drop padded keys, but keep each query's own position
                 eye = torch.eye(length, dtype=torch.bool, device=x.device)
                 allowed = allowed & (key_valid[:, None, None, :] | eye)  # (B, 1, L, L)
-            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, h, L, L)
-            weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-            y = F.dropout(weights, p) @ v
+            y, weights = attend(q, k, v, allowed, p)  # weights (B, h, L, L)
         y = y.transpose(1, 2).reshape(b, length, dim)  # (B, L, H)
         return self.proj(y), weights
+
+    def query(self, x: Tensor, pos: Tensor) -> Tensor:
+        """Self-attention output at token ``pos`` (B,) only, x (B, L, H) -> (B, 1, H); batch-invariant:
+        padded rows for the products, ``attend`` (masked SDPA is not invariant with 2 threads) on
+        contiguous heads (strided multi-head bmm is not invariant either)."""
+        b, length, dim = x.shape
+        heads = lambda t: t.view(b, t.shape[1], self.n_head, -1).transpose(1, 2).contiguous()  # noqa: E731
+        q, k, v = heads(rowwise(self.q, take(x, pos))), heads(self.k(x)), heads(self.v(x))  # (B, h, 1|L, d)
+        allowed = torch.arange(length, device=x.device) <= pos[:, None]  # (B, L): keys j <= pos
+        y, _ = attend(q, k, v, allowed[:, None, None], self.dropout if self.training else 0.0)  # (B, h, 1, d)
+        return rowwise(self.proj, y.transpose(1, 2).reshape(b, 1, dim))
 
 
 
@@ -157,6 +210,14 @@ class Block(nn.Module):
             x = self.ln1(x + self.drop1(a))
             x = self.ln2(x + self.drop2(self.ff(x)))
         return x, w
+
+    def query(self, x: Tensor, pos: Tensor) -> Tensor:
+        """This layer's output at token ``pos`` (B,) only, x (B, L, H) -> (B, 1, H) (``blocks_at``)."""
+        if self.norm_first:
+            y = take(x, pos) + self.drop1(self.attn.query(self.ln1(x), pos))
+            return y + self.drop2(rowwise(lambda t: self.ff(self.ln2(t)), y))
+        y = self.ln1(take(x, pos) + self.drop1(self.attn.query(x, pos)))
+        return self.ln2(y + self.drop2(rowwise(self.ff, y)))
 
 
 def init_weights(module: nn.Module, scheme: str = "xavier") -> None:
