@@ -40,6 +40,8 @@ ABLATIONS = [  # (label, run-name stem); "all" and "c22" are the main table's DT
 ]
 CURVE_RUNS = [("DTd", "main/hopper-medium-replay-dtd"), ("DT-small", "main/hopper-medium-replay-dt-small")]
 LONG_CURVE_RUNS = [("DTd", "curve/hopper-medium-replay-dtd-long"), ("DT-small", "curve/hopper-medium-replay-dt-small-long")]
+LONG_CURVE_RUNS_HC = [("DTd", "curve/halfcheetah-medium-replay-dtd-long"),
+                      ("DT-small", "curve/halfcheetah-medium-replay-dt-small-long")]
 ATTENTION_RUNS = [("DT-small", "main/hopper-medium-dt-small-s0"), ("DTd", "main/hopper-medium-dtd-s0")]
 
 
@@ -222,11 +224,14 @@ def plot_ablation(runs: dict[str, list[RunScores]], path: Path) -> None:
 
 
 def plot_curves(runs: dict[str, list[RunScores]], path: Path) -> None:
-    """Two panels: the main table's runs (evaluated every 100 steps) and the longer runs."""
+    """Three panels: the main table's hopper runs (evaluated every 100 steps) and the longer runs."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, spec, what in ((axes[0], CURVE_RUNS, "main-table runs"), (axes[1], LONG_CURVE_RUNS, "longer runs")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = ((axes[0], CURVE_RUNS, "hopper medium-replay, main-table runs"),
+              (axes[1], LONG_CURVE_RUNS, "hopper medium-replay, longer runs"),
+              (axes[2], LONG_CURVE_RUNS_HC, "halfcheetah medium-replay, longer runs"))
+    for ax, spec, what in panels:
         for i, (label, stem) in enumerate(spec):
             steps, vals = curve_points(runs.get(stem, []))
             if not steps:
@@ -235,7 +240,7 @@ def plot_curves(runs: dict[str, list[RunScores]], path: Path) -> None:
             ax.plot(steps, mean, marker="o", color=f"C{i}", label=f"{label} (n={len(vals)} seeds)")
             ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
         ax.set_xlabel("training step (batch 64)")
-        ax.set_title(f"hopper medium-replay, {what}")
+        ax.set_title(what)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -292,6 +297,7 @@ def main() -> int:
     behaviour = dataset_scores()
     tables = {"main": main_table(runs, behaviour), "ablation": ablation_table(runs), "curve": curve_table(runs, CURVE_RUNS),
               "curve_long": curve_table(runs, LONG_CURVE_RUNS),
+              "curve_long_halfcheetah": curve_table(runs, LONG_CURVE_RUNS_HC),
               "compute": compute_table(runs), "seeds": seeds_table(runs)}
     plot_main(runs, behaviour, out / "main_scores.png")
     plot_ablation(runs, out / "ablation.png")

@@ -81,3 +81,16 @@ def test_eval_of_a_trained_run(tiny_runs):
     row = ev["n2"]
     assert len(row["batched"]["returns"]) == 2 and row["batched"]["mean_length"] > 0
     assert row["returns_max_abs_diff"] < 1e-3
+
+
+def test_data_parallel_training_step():
+    """--ddp: the batch is split over N gloo processes of 1 thread; the figure comes back from rank 0."""
+    from dtd.bench import bench_train_ddp
+    from dtd.errors import DtdError
+
+    cfg = BenchConfig.tiny_config(presets=["dtd"])
+    out = bench_train_ddp(cfg, "dtd", 4, 2)
+    assert out["processes"] == 2 and out["batch_per_process"] == 2
+    assert out["samples_per_s"] > 0 and out["ms_per_step"] > 0
+    with pytest.raises(DtdError, match="does not split"):
+        bench_train_ddp(cfg, "dtd", 5, 2)

@@ -67,6 +67,6 @@ def test_run_results_lists_every_job_once(tmp_path):
                           capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
     names = [line.split("--run_name ")[1].split()[0] for line in lines if "--run_name" in line]
-    assert len(names) == len(set(names)) == 4 * 4 * 3 + 5 * 3 + 2 * 2  # main, ablation (3 seeds), long curves
+    assert len(names) == len(set(names)) == 4 * 4 * 3 + 5 * 3 + 4  # main, ablation (3 seeds), long curves
     assert all("--steps 400 --batch_size 64" in line for line in lines if "--run_name" in line)
     assert sum("-long-s" in name for name in names) == 4

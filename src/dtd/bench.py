@@ -15,7 +15,8 @@ Sections of the result (all JSON-ready):
 - ``eval``: env steps/s of evaluation for 1 and N environments, batched vector-env path vs the
   reference path of ``dtd.evaluation.rollout`` (one episode at a time, window rebuilt every step),
   the raw vector-env step rate (the limit), and whether both paths gave identical returns;
-- ``memory``: peak resident memory during a training run and during an evaluation, and its growth.
+- ``memory``: peak resident memory during a training run and during an evaluation, and its growth;
+- ``train[i]["ddp"]`` (``--ddp N``): the same step data-parallel over N one-thread gloo processes.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class BenchConfig:
     threads: int | None = None  # torch threads; None keeps torch's default
     run: str | None = None  # a trained run folder: evaluation uses its model (full-length episodes)
     naive: bool = True  # also time the reference paths (the speed-up ratios)
+    ddp: int = 0  # also time data-parallel training: this many processes, 1 thread each, batch split
     tiny: bool = False  # tiny models (TINY_OVERRIDES), for tests
 
     @classmethod
@@ -287,12 +289,54 @@ def bench_train(cfg: BenchConfig, preset: str, batch_size: int, ceiling_gflops: 
             "fraction_of_matmul_ceiling": flops / sec / 1e9 / ceiling_gflops,
             "memory": mem.result(),
         }
+    if cfg.ddp > 1:
+        out["ddp"] = bench_train_ddp(cfg, preset, batch_size, cfg.ddp)
     out["samples_per_s_per_mparam"] = out["fast"]["samples_per_s"] * out["params"] / 1e6
     if cfg.naive:
         out["speedup_vs_reference"] = out["fast"]["samples_per_s"] / out["reference"]["samples_per_s"]
     if preset == "dtd" and not cfg.tiny and batch_size in AUTHORS_SAMPLES_PER_S:
         out["speedup_vs_authors"] = out["fast"]["samples_per_s"] / AUTHORS_SAMPLES_PER_S[batch_size]
     return out
+
+
+def bench_train_ddp(cfg: BenchConfig, preset: str, batch_size: int, world: int) -> dict:
+    """The fast step under DistributedDataParallel (gloo): `world` processes of 1 thread, batch_size/world
+    each, gradients averaged: what `torchrun --nproc_per_node N dtd train --threads 1` does with the cores
+    that one multi-threaded process uses poorly (serial dropout RNG and dispatch between the GEMMs)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    if batch_size % world:
+        raise DtdError(f"bench: batch size {batch_size} does not split over {world} processes")
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_ddp_worker, args=(world, port, cfg, preset, batch_size // world, queue), nprocs=world, join=True)
+    sec = queue.get()
+    out = {"processes": world, "threads_per_process": 1, "batch_per_process": batch_size // world,
+           "ms_per_step": sec * 1e3, "samples_per_s": batch_size / sec}
+    if preset == "dtd" and not cfg.tiny and batch_size in AUTHORS_SAMPLES_PER_S:
+        out["speedup_vs_authors"] = out["samples_per_s"] / AUTHORS_SAMPLES_PER_S[batch_size]
+    return out
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: BenchConfig, preset: str, batch_size: int, queue) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        step = TrainStep(torch.nn.parallel.DistributedDataParallel(_build(cfg, preset)))
+        batch = _random_batch(cfg, batch_size, seed=rank)
+        sec = _median_time(lambda: step(batch), cfg.steps, cfg.warmup)  # the gradient all-reduce syncs the ranks
+        if rank == 0:
+            queue.put(sec)
+    finally:
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------- profile
@@ -567,6 +611,10 @@ def summary(result: dict) -> str:
         lines.append(f"train {r['preset']:>8} batch {r['batch_size']:>4}: {r['fast']['samples_per_s']:7.0f} samples/s "
                      f"({r['fast']['ms_per_step']:.0f} ms/step, {100 * r['fast']['fraction_of_matmul_ceiling']:.0f}% "
                      f"of matmul ceiling){ref}")  # fmt: skip
+        if "ddp" in r:
+            d = r["ddp"]
+            lines.append(f"    ddp {d['processes']} x 1 thread, {d['batch_per_process']} each: "
+                         f"{d['samples_per_s']:7.0f} samples/s ({d['ms_per_step']:.0f} ms/step)")
     s = result["sampler"]
     lines.append(f"sampler {s['batch_size']}x{s['context_len']}: {s['ms_per_batch']:.2f} ms/batch")
     for k, v in result["inference"].items():

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", default=None, metavar="RUN_DIR",
                    help="evaluate this trained run's model (full-length episodes) instead of an untrained one")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--ddp", type=int, default=None, metavar="N",
+                   help="also time data-parallel training: N processes of 1 thread, the batch split between them")
     p.add_argument("--no-naive", action="store_true", help="skip the reference paths (no speed-up ratios)")
     p.add_argument("--tiny", action="store_true", help="tiny models and settings: a smoke test, not a measurement")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     given = {"presets": args.presets, "batch_sizes": args.batch_sizes, "steps": args.steps,
              "episodes": args.episodes, "eval_max_steps": args.eval_max_steps, "threads": args.threads,
-             "run": args.run}
+             "run": args.run, "ddp": args.ddp}
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_naive:
         given["naive"] = False
