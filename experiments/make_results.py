@@ -237,7 +237,8 @@ def plot_curves(runs: dict[str, list[RunScores]], path: Path) -> None:
             if not steps:
                 continue
             mean, std = vals.mean(0), vals.std(0)
-            ax.plot(steps, mean, marker="o", color=f"C{i}", label=f"{label} (n={len(vals)} seeds)")
+            seeds = f"{len(vals)} seed" + ("s" if len(vals) > 1 else "")
+            ax.plot(steps, mean, marker="o", color=f"C{i}", label=f"{label} ({seeds})")
             ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
         ax.set_xlabel("training step (batch 64)")
         ax.set_title(what)
