@@ -148,21 +148,18 @@ def curve_table(runs: dict[str, list[RunScores]], spec: list[tuple[str, str]]) -
 
 
 def compute_table(runs: dict[str, list[RunScores]]) -> str:
+    groups = {label: [r for stem, rs in runs.items() if stem.startswith("main/") and stem.endswith(f"-{model}")
+                      for r in rs] for model, label in MODELS.items()}
+    groups["DTd ablations"] = [r for stem, rs in runs.items() if stem.startswith("ablation/") for r in rs]
     rows = ["| model | runs | training samples/s (median) | mean wall per run | evaluation share | total wall |",
             "|---|---:|---:|---:|---:|---:|"]
-    for model, label in MODELS.items():
-        chosen = [r for stem, rs in runs.items() if stem.startswith("main/") and stem.endswith(f"-{model}") for r in rs]
+    for label, chosen in groups.items():
         if not chosen:
             continue
         cs = [run_compute(r) for r in chosen]
         wall = sum(c["wall_s"] for c in cs)
         rows.append(f"| {label} | {len(cs)} | {np.median([c['samples_per_s'] for c in cs]):.0f} | "
                     f"{wall / len(cs):.0f} s | {sum(c['eval_s'] for c in cs) / wall:.0%} | {wall / 60:.0f} min |")
-    abl = [run_compute(r) for stem, rs in runs.items() if stem.startswith("ablation/") for r in rs]
-    if abl:
-        wall = sum(c["wall_s"] for c in abl)
-        rows.append(f"| DTd ablations | {len(abl)} | {np.median([c['samples_per_s'] for c in abl]):.0f} | "
-                    f"{wall / len(abl):.0f} s | {sum(c['eval_s'] for c in abl) / wall:.0%} | {wall / 60:.0f} min |")
     return "\n".join(rows)
 
 
