@@ -273,3 +273,25 @@ def test_build_model_options_and_rebuild():
         again.load_state_dict(model.state_dict())
         assert asdict(again.config) == asdict(model.config)
     assert isinstance(make("dtd", {}).config, DTdConfig)
+
+
+def test_dropout_mask_rate_and_scale():
+    """keep_mask: iid drops at rate p (every 16-bit lane of the int64 draws, not just the low ones),
+    kept values scaled so the layer is unbiased, gradients through the same mask."""
+    from dtd.models.transformer import Dropout, keep_mask
+
+    torch.manual_seed(0)
+    for p in (0.1, 0.5):
+        m = keep_mask(torch.ones(400_000), p)
+        dropped = (m == 0).float()
+        values = m.unique().tolist()
+        assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p), rel=1e-4)
+        for lane in dropped.view(-1, 4).mean(0):  # 100,000 draws a lane: std of the rate ~0.0016
+            assert abs(lane.item() - p) < 0.01
+        assert abs(m.mean().item() - 1.0) < 0.01
+    x = torch.randn(6, 7, requires_grad=True)
+    y = Dropout(0.3).train()(x)
+    y.sum().backward()
+    kept = y.detach() != 0
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.7)) and (x.grad[~kept] == 0).all()
+    assert torch.equal(Dropout(0.3).eval()(x), x) and torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))

@@ -5,8 +5,8 @@ Sections of the result (all JSON-ready):
 - ``machine``: CPU, cores, torch version, threads, git commit, date, load average before/after;
 - ``matmul``: this CPU's fp32 matrix-product rate (a large ``torch.mm`` and one of the model's shapes);
 - ``train``: per preset and batch size, one AdamW step + grad clip on random tensors of the batch's
-  shape, median over timed steps after warm-up; the fast path (fused SDPA, foreach AdamW, grads set to
-  None) and the reference path (explicit masks and attention weights, per-tensor AdamW, zeroed grads);
+  shape, median over timed steps after warm-up; the fast path (fused SDPA, the trainer's fused AdamW, grads
+  set to None) and the reference path (explicit masks and attention weights, per-tensor AdamW, zeroed grads);
   model FLOPs per step (FlopCounterMode) and the fraction of the matmul ceiling reached;
 - ``profile``: where a training step's time goes (sampling, forward, backward, clip, optimiser, and
   per-op-category self time from torch.profiler: attention, matmul, norm, optimiser, other ops, Python);
@@ -237,10 +237,14 @@ class TrainStep:
     def __init__(self, model, reference: bool = False, grad_clip: float = 0.25):
         import torch
 
+        from dtd.training.schedule import make_optimizer
         from dtd.training.trainer import masked_mse
 
         self.model, self.reference, self.grad_clip, self.loss_fn = model.train(), reference, grad_clip, masked_mse
-        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, foreach=not reference)
+        if reference:
+            self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, foreach=False)
+        else:
+            self.opt = make_optimizer(model.parameters(), 1e-4, 1e-4, str(next(model.parameters()).device))
 
     def forward(self, batch: dict):
         out = self.model(batch["states"], batch["actions"], batch["goals"], batch["timesteps"],

@@ -106,11 +106,25 @@ def key_valid_from_mask(mask: Tensor | None, repeat: int = 1) -> Tensor | None:
     return valid.repeat_interleave(repeat, dim=1) if repeat > 1 else valid
 
 
+def keep_mask(x: Tensor, p: float) -> Tensor:
+    """Dropout's keep multiplier for x on CPU: 0 with probability p, else 1/(1-p), iid per element.
+
+    Each element reads 16 bits of a full-range int64 ``random_`` (4 elements per draw), against
+    one 24-bit float per element for ``rand_like`` and more for ``bernoulli_``: torch's CPU generator
+    is serial and was the largest non-matmul cost of a training step. p is rounded to a multiple
+    of 2^-16 (0.1 -> 0.100006) and the scale follows it, so the layer stays unbiased.
+    """
+    drop = round(p * 65536)  # elements whose 16 bits (as int16) fall below -32768 + drop are dropped
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    u16 = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-32768, 32767]
+    return u16.ge(drop - 32768).to(x.dtype).mul_(65536 / (65536 - drop))
+
+
 class Dropout(nn.Module):
-    """``nn.Dropout`` with its mask drawn as ``U >= p`` from one uniform ``rand_like``: the same iid
-    Bernoulli(1-p) keep mask and 1/(1-p) scaling, but CPU ``bernoulli_`` (plus its copies) was the
-    largest non-matmul cost of a training step; this is ~2.5x cheaper forward + backward.
-    Same state-dict (no parameters), so it replaces ``nn.Dropout`` anywhere."""
+    """``nn.Dropout`` (iid keep mask, inverted scaling, no parameters: the same state-dict) whose CPU
+    mask comes from ``keep_mask``: training is ~10% faster on 2 cores than with CPU ``bernoulli_``
+    or ``rand_like``. Other devices use torch's fused dropout."""
 
     def __init__(self, p: float = 0.1):
         super().__init__()
@@ -119,12 +133,13 @@ class Dropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
+        if not self.training or round(self.p * 65536) == 0:
             return x
-        if self.p == 1.0:
+        if round(self.p * 65536) == 65536:
             return x * 0.0
-        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))  # 0 or 1/(1-p), no grad
-        return x * keep
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        return x * keep_mask(x, self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -83,7 +83,7 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
     from dtd.data.sampler import SequenceSampler
     from dtd.evaluation import goals
     from dtd.models import build_model
-    from dtd.training.schedule import make_scheduler
+    from dtd.training.schedule import make_optimizer, make_scheduler
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -120,7 +120,7 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
         model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
                             cfg.context_len, **cfg.model_overrides()).to(device)
         model_kwargs = _model_kwargs(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
         scheduler = make_scheduler(optimizer, cfg.warmup_steps)
         start = 0
         if ckpt is not None:
