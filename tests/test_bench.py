@@ -35,6 +35,10 @@ def test_result_has_every_section(tiny_result):
         # the two paths run the same seeds: same episodes up to float rounding of the batched call
         assert row["returns_max_abs_diff"] < 1e-3
         assert row["env_only"]["env_steps_per_s"] > 0
+    workers = r["eval"]["n2"]["workers"]  # the episodes split over 2 processes: the same episodes
+    assert workers["workers"] == 2 and len(workers["returns"]) == 2
+    assert r["eval"]["n2"]["workers_returns_max_abs_diff"] < 1e-3  # tiny windows (K 5): not bit-exact
+    assert "workers" not in r["eval"]["n1"]
     assert r["memory"]["train_peak_mb"] > 0 and r["memory"]["eval_peak_mb"] > 0
 
 

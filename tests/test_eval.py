@@ -108,6 +108,30 @@ def test_batched_equals_reference():
     assert len(set(lengths)) > 1  # episodes ended at different steps: the shrinking batch was exercised
 
 
+def test_workers_equal_one_process():
+    """Episodes split over 2 forked processes: the same returns, lengths and order as one process."""
+    model = tiny_dtd(torch.float64)
+    kw = settings(episodes=5, max_steps=60)
+    one = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
+    two = evaluate(model, "Hopper-v5", [3600, 1800], workers=2, **kw)
+    assert two["workers"] == 2 and one["workers"] == 1
+    for key in ("3600", "1800"):
+        assert two["targets"][key]["returns"] == one["targets"][key]["returns"]
+        assert two["targets"][key]["lengths"] == one["targets"][key]["lengths"]
+    assert two["env_steps"] == one["env_steps"]
+
+
+def test_worker_failure_is_one_error():
+    class Broken(torch.nn.Module):
+        def act(self, *args):
+            raise RuntimeError("boom")
+
+    with pytest.raises(DtdError, match="evaluation worker .*RuntimeError: boom"):
+        evaluate(Broken(), "Hopper-v5", [3600], workers=2, **settings(episodes=2))
+    with pytest.raises(DtdError, match="workers must be >= 1"):
+        evaluate(tiny_dtd(), "Hopper-v5", [3600], workers=0, **settings())
+
+
 def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
     class Constant:  # a user goal object: the target, never updated
         goal_dim = 1

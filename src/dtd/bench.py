@@ -14,7 +14,8 @@ Sections of the result (all JSON-ready):
 - ``inference``: latency of one batched ``act`` call for 1 and N windows;
 - ``eval``: env steps/s of evaluation for 1 and N environments, batched vector-env path vs the
   reference path of ``dtd.evaluation.rollout`` (one episode at a time, window rebuilt every step),
-  the raw vector-env step rate (the limit), and whether both paths gave identical returns;
+  the N episodes split over ``eval_workers`` processes, the raw vector-env step rate (the limit),
+  and whether every path gave identical returns;
 - ``memory``: peak resident memory during a training run and during an evaluation, and its growth;
 - ``train[i]["ddp"]`` (``--ddp N``): the same step data-parallel over N one-thread gloo processes.
 """
@@ -71,6 +72,7 @@ class BenchConfig:
     threads: int | None = None  # torch threads; None keeps torch's default
     run: str | None = None  # a trained run folder: evaluation uses its model (full-length episodes)
     naive: bool = True  # also time the reference paths (the speed-up ratios)
+    eval_workers: int = 2  # also time evaluation with the N episodes split over this many processes (1: skip)
     ddp: int = 0  # also time data-parallel training: this many processes, 1 thread each, batch split
     tiny: bool = False  # tiny models (TINY_OVERRIDES), for tests
 
@@ -493,9 +495,9 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
         targets = list((ckpt.get("config") or {}).get("eval_targets") or [target])[:1]
         target = float(targets[0])
 
-        def run_eval(n: int, batched: bool) -> dict:
+        def run_eval(n: int, batched: bool, workers: int = 1) -> dict:
             return evaluate_run(model, ckpt, episodes=n, targets=targets, seed=0, progress=False,
-                                batched=batched, max_steps=cfg.eval_max_steps)  # fmt: skip
+                                batched=batched, max_steps=cfg.eval_max_steps, workers=workers)  # fmt: skip
     else:
         torch.manual_seed(0)
         model, env_id = _build(cfg, preset).eval(), cfg.env_id
@@ -503,33 +505,45 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
                       state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
                       max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False)  # fmt: skip
 
-        def run_eval(n: int, batched: bool) -> dict:
-            return evaluate(model, env_id, episodes=n, batched=batched, **common)
+        def run_eval(n: int, batched: bool, workers: int = 1) -> dict:
+            return evaluate(model, env_id, episodes=n, batched=batched, workers=workers, **common)
 
     key = f"{target:g}"
     out: dict = {"env_id": env_id, "preset": preset, "run": cfg.run, "max_steps": cfg.eval_max_steps}
     for n in sorted({1, cfg.episodes}):
         row = {}
-        paths = [("batched", True)] + ([("reference", False)] if cfg.naive else [])
-        for name, batched in paths:
-            with PeakRSS() as mem:
-                res = run_eval(n, batched)
+        paths = [("batched", True, 1)] + ([("reference", False, 1)] if cfg.naive else [])
+        if n > 1 and cfg.eval_workers > 1:
+            paths.append(("workers", True, cfg.eval_workers))
+        for name, batched, workers in paths:
+            with PeakRSS() as mem:  # the parent's memory: workers share its pages until they write
+                res = run_eval(n, batched, workers)
             row[name] = {"env_steps": res["env_steps"], "seconds": res["seconds"],
                          "env_steps_per_s": res["env_steps_per_s"], "memory": mem.result(),
                          "returns": res["targets"][key]["returns"],
-                         "mean_length": float(np.mean(res["targets"][key]["lengths"]))}  # fmt: skip
+                         "mean_length": float(np.mean(res["targets"][key]["lengths"])),
+                         "workers": res["workers"]}  # fmt: skip
         if cfg.naive:
             diff = np.abs(np.subtract(row["batched"]["returns"], row["reference"]["returns"]))
             row["returns_identical"] = bool(np.all(diff == 0))
             row["returns_max_abs_diff"] = float(diff.max())
             row["speedup_vs_reference"] = row["batched"]["env_steps_per_s"] / row["reference"]["env_steps_per_s"]
+        if "workers" in row:
+            diff = np.abs(np.subtract(row["workers"]["returns"], row["batched"]["returns"]))
+            row["workers_returns_identical"] = bool(np.all(diff == 0))
+            row["workers_returns_max_abs_diff"] = float(diff.max())
+            if cfg.naive:
+                row["workers_speedup_vs_reference"] = (row["workers"]["env_steps_per_s"]
+                                                       / row["reference"]["env_steps_per_s"])
         row["env_only"] = bench_env_steps(cfg, n, steps=max(cfg.eval_max_steps, 10))
         out[f"n{n}"] = row
     n = cfg.episodes
     if cfg.naive:  # the headline: N episodes together vs the same N one at a time
         out["speedup_n_vs_one_at_a_time"] = out[f"n{n}"]["speedup_vs_reference"]
     if not cfg.tiny:
-        out["speedup_vs_authors"] = out[f"n{n}"]["batched"]["env_steps_per_s"] / AUTHORS_EVAL_STEPS_PER_S
+        row = out[f"n{n}"]
+        best = max(row[p]["env_steps_per_s"] for p in ("batched", "workers") if p in row)
+        out["speedup_vs_authors"] = best / AUTHORS_EVAL_STEPS_PER_S  # the faster of 1 and W processes
     return out
 
 
@@ -545,8 +559,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
 
     if not cfg.presets or not cfg.batch_sizes:
         raise DtdError("bench: need at least one preset and one batch size")
-    if min(cfg.batch_sizes) < 1 or cfg.steps < 1 or cfg.episodes < 1:
-        raise DtdError("bench: batch sizes, steps and episodes must be >= 1")
+    if min(cfg.batch_sizes) < 1 or cfg.steps < 1 or cfg.episodes < 1 or cfg.eval_workers < 1:
+        raise DtdError("bench: batch sizes, steps, episodes and eval workers must be >= 1")
     if cfg.threads is not None:
         if cfg.threads < 1:
             raise DtdError(f"bench: threads must be >= 1, got {cfg.threads}")
@@ -631,6 +645,10 @@ def summary(result: dict) -> str:
                    f"max return diff {row['returns_max_abs_diff']:.1e})") if "reference" in row else ""
             lines.append(f"eval {k}: batched {row['batched']['env_steps_per_s']:.0f} env steps/s{ref}; "
                          f"env alone {row['env_only']['env_steps_per_s']:.0f}")  # fmt: skip
+            if "workers" in row:
+                w = row["workers"]
+                lines.append(f"    {w['workers']} worker processes: {w['env_steps_per_s']:.0f} env steps/s, "
+                             f"returns identical: {row['workers_returns_identical']}")
     if "speedup_n_vs_one_at_a_time" in ev:
         lines.append(f"eval: {result['config']['episodes']} together vs one at a time: x{ev['speedup_n_vs_one_at_a_time']:.1f}")
     mem = result["memory"]

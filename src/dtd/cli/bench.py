@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--ddp", type=int, default=None, metavar="N",
                    help="also time data-parallel training: N processes of 1 thread, the batch split between them")
+    p.add_argument("--eval-workers", type=int, default=None, metavar="W",
+                   help="also time evaluation with the N episodes split over W forked processes (default 2; 1: skip)")
     p.add_argument("--no-naive", action="store_true", help="skip the reference paths (no speed-up ratios)")
     p.add_argument("--tiny", action="store_true", help="tiny models and settings: a smoke test, not a measurement")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     given = {"presets": args.presets, "batch_sizes": args.batch_sizes, "steps": args.steps,
              "episodes": args.episodes, "eval_max_steps": args.eval_max_steps, "threads": args.threads,
-             "run": args.run, "ddp": args.ddp}
+             "run": args.run, "ddp": args.ddp, "eval_workers": args.eval_workers}
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_naive:
         given["naive"] = False

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="cap on episode length (default: the run's)")
     p.add_argument("--vector", choices=["sync", "async"], default=None,
                    help="vector env kind (default: sync, the faster one on a small CPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPU processes sharing the episodes (forked; same returns); 2 on a 2-core machine "
+                        "runs model calls and MuJoCo steps side by side (default: the run's eval_workers, else 1)")
     p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda[:N]")
     p.set_defaults(func=run_eval)
 
@@ -50,7 +53,9 @@ def run_eval(args: argparse.Namespace) -> int:
         raise DtdError(f"--episodes must be >= 1, got {args.episodes}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, ckpt = load_run(path, map_location=device)
+    workers = args.workers if args.workers is not None else (ckpt.get("config") or {}).get("eval_workers", 1)
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("vector", args.vector)) if v is not None}
+    overrides["workers"] = workers if device == "cpu" else 1
     result = evaluate_run(model.to(device), ckpt, episodes=args.episodes, targets=args.targets, seed=args.seed,
                           device=device, **overrides)  # fmt: skip
     result.update(checkpoint=name, step=int(ckpt["step"]))

@@ -6,14 +6,22 @@ slice ``[lo, lo + K)`` of preallocated (N, T, ·) history buffers. For t < K tha
 right-padded: the steps after t have not been written yet and are still zero. Finished episodes drop
 out of the model call; their vector-env copies keep stepping (autoreset) and are ignored.
 
+``evaluate(..., workers=W)`` splits the N episodes into W contiguous groups, each rolled out as above
+in a forked CPU process with its own vector env and 1/W of the torch threads. Since ``act`` is
+bit-for-bit independent of how many windows share a call and of the thread count, the returns are
+those of one process; on 2 cores, W = 2 runs a model call and the MuJoCo steps side by side.
+
 ``evaluate(..., batched=False)`` (``evaluate_reference``) is the naive path kept for ``dtd bench``
-and tests: one episode at a time, the window rebuilt from the full history every step. Both paths
-give identical returns for the same seeds.
+and tests: one episode at a time, the window rebuilt from the full history every step. Every path
+gives identical returns for the same seeds.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -176,6 +184,107 @@ def rollout_reference(
     return ret, length, success
 
 
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """[start, end) of `parts` contiguous, near-equal groups of range(n)."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+class _SharedCounter:
+    """A progress sink for rollout_batched in a worker: adds to a counter the parent's bar reads."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def update(self, k: int) -> None:
+        with self.value.get_lock():
+            self.value.value += k
+
+
+def rollout_workers(model, env_id: str, vector: str, targets: Sequence[float], goal_fn: GoalFn,
+                    spec: RolloutSpec, seed: int, episodes: int, workers: int, bar=None) -> list[Episodes]:
+    """``rollout_batched`` for every target, the episodes split over `workers` forked processes
+    (module docstring); returns one Episodes per target, episodes in seed order."""
+    import torch
+
+    if spec.device != "cpu":
+        raise DtdError(f"evaluation: workers > 1 runs on the CPU only, not on {spec.device}")
+    ctx = multiprocessing.get_context("fork")  # the model is inherited, not pickled
+    groups = _split(episodes, workers)
+    threads = max(1, torch.get_num_threads() // len(groups))
+    results, done = ctx.Queue(), ctx.Value("q", 0)
+
+    def work(index: int, start: int, end: int) -> None:
+        try:
+            torch.set_num_threads(threads)
+            env = make_vector_env(env_id, end - start, vector)
+            try:
+                out = [rollout_batched(model, env, t, goal_fn, spec, seed + start, _SharedCounter(done))
+                       for t in targets]  # fmt: skip
+            finally:
+                env.close()
+            results.put((index, out, None))
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+            results.put((index, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+
+    procs = [ctx.Process(target=work, args=(i, a, b), daemon=True) for i, (a, b) in enumerate(groups)]
+    for p in procs:
+        p.start()
+    got: dict[int, list[Episodes]] = {}
+    shown, finished = 0, False
+    try:
+        while len(got) < len(procs):
+            try:
+                index, out, error = results.get(timeout=0.1)
+            except queue.Empty:
+                dead = [i for i, p in enumerate(procs) if i not in got and p.exitcode not in (None, 0)]
+                if dead:
+                    raise DtdError(f"evaluation: worker {dead[0]} died (exit code {procs[dead[0]].exitcode})")
+            else:
+                if error is not None:
+                    raise DtdError(f"evaluation worker {index}: {error.splitlines()[0]}")
+                got[index] = out
+            if bar is not None:
+                bar.update(done.value - shown)
+                shown = done.value
+        finished = True
+    finally:
+        for p in procs:
+            if not finished:  # an error or an interrupt: no orphans left stepping
+                p.kill()
+            p.join()
+    merged = []
+    for t in range(len(targets)):
+        parts = [got[i][t] for i in range(len(procs))]
+        success = None if parts[0].success is None else np.concatenate([e.success for e in parts])
+        merged.append(Episodes(np.concatenate([e.returns for e in parts]),
+                               np.concatenate([e.lengths for e in parts]), success))  # fmt: skip
+    return merged
+
+
+def _rollout_here(model, env_id: str, targets: Sequence[float], goal_fn: GoalFn, spec: RolloutSpec, seed: int,
+                  episodes: int, batched: bool, vector: str, progress: bool) -> list[Episodes]:
+    """Every target in this process: batched in one vector env, or the reference loop."""
+    from tqdm.auto import tqdm
+
+    env = make_vector_env(env_id, episodes, vector) if batched else make_env(env_id)
+    runs = []
+    try:
+        for target in targets:
+            with tqdm(desc=f"eval {env_id} target {target:g}", unit="step", disable=not progress, leave=False) as bar:
+                if batched:
+                    runs.append(rollout_batched(model, env, target, goal_fn, spec, seed, progress=bar))
+                    continue
+                one = [rollout_reference(model, env, target, goal_fn, spec, seed + i, progress=bar)
+                       for i in range(episodes)]  # fmt: skip
+                success = [s for _, _, s in one]
+                runs.append(Episodes(np.array([r for r, _, _ in one]), np.array([n for _, n, _ in one], dtype=np.int64),
+                                     None if success[0] is None else np.array(success, dtype=bool)))  # fmt: skip
+    finally:
+        env.close()
+    return runs
+
+
 def _reference(env_id: str, ref_min: float | None, ref_max: float | None) -> tuple[float, float] | None:
     """(random, expert) returns for the normalized score: the given ones, else D4RL's for the task."""
     if ref_min is not None and ref_max is not None:
@@ -230,19 +339,27 @@ def evaluate(
     goal_fn: GoalFn | None = None,
     batched: bool = True,
     vector: str = DEFAULT_VECTOR,
+    workers: int = 1,
     progress: bool = True,
 ) -> dict:
     """Evaluate ``model`` for each target return; episode i of every target uses seed + i.
 
     ``max_ep_len`` is the model's timestep limit (timesteps are clipped to max_ep_len - 1);
     ``max_steps`` caps an episode's length (default max_ep_len). ``goal_fn`` defaults to the
-    return-to-go (spec) with ``reward_scale`` and ``delayed``. Returns a JSON-ready dict with one
+    return-to-go (spec) with ``reward_scale`` and ``delayed``. ``workers`` > 1 splits the batched
+    episodes over that many forked CPU processes (module docstring). Returns a JSON-ready dict with one
     entry per target under "targets" (see ``summarize``) and the best target's normalized score.
     """
     from tqdm.auto import tqdm
 
     if episodes < 1:
         raise DtdError(f"evaluation: episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise DtdError(f"evaluation: workers must be >= 1, got {workers}")
+    workers = min(workers, episodes) if batched else 1
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        warnings.warn("evaluation: workers need the 'fork' start method (not available here); using one process")
+        workers = 1
     targets = list(target_returns(env_id) if targets is None else targets)
     max_steps = max_ep_len if max_steps is None else max_steps
     goal_fn = ReturnToGo(reward_scale, delayed) if goal_fn is None else goal_fn
@@ -251,29 +368,16 @@ def evaluate(
         context_len, max_ep_len, max_steps, device,
     )  # fmt: skip
     ref = _reference(env_id, ref_min, ref_max)
-    env = make_vector_env(env_id, episodes, vector) if batched else make_env(env_id)
-    results, env_steps, start = {}, 0, time.perf_counter()
-    try:
-        for target in targets:
-            bar = tqdm(desc=f"eval {env_id} target {target:g}", unit="step", disable=not progress, leave=False)
-            with bar:
-                if batched:
-                    eps = rollout_batched(model, env, target, goal_fn, spec, seed, progress=bar)
-                else:
-                    runs = [
-                        rollout_reference(model, env, target, goal_fn, spec, seed + i, progress=bar)
-                        for i in range(episodes)
-                    ]
-                    success = [s for _, _, s in runs]
-                    eps = Episodes(
-                        np.array([r for r, _, _ in runs]),
-                        np.array([n for _, n, _ in runs], dtype=np.int64),
-                        None if success[0] is None else np.array(success, dtype=bool),
-                    )
-            results[target_key(target)] = summarize(target, eps, ref)
-            env_steps += int(eps.lengths.sum())
-    finally:
-        env.close()
+    start = time.perf_counter()  # the timing includes making the environments
+    if workers > 1:
+        with tqdm(desc=f"eval {env_id} ({workers} workers)", unit="step", disable=not progress, leave=False) as bar:
+            runs = rollout_workers(model, env_id, vector, targets, goal_fn, spec, seed, episodes, workers, bar)
+    else:
+        runs = _rollout_here(model, env_id, targets, goal_fn, spec, seed, episodes, batched, vector, progress)
+    results, env_steps = {}, 0
+    for target, eps in zip(targets, runs):
+        results[target_key(target)] = summarize(target, eps, ref)
+        env_steps += int(eps.lengths.sum())
     seconds = time.perf_counter() - start
     out = {
         "env_id": env_id,
@@ -285,6 +389,7 @@ def evaluate(
         "max_ep_len": max_ep_len,
         "max_steps": max_steps,
         "batched": batched,
+        "workers": workers,
         "ref_scores": None if ref is None else list(ref),  # (random, expert) returns behind "normalized"
         "targets": results,
         "env_steps": env_steps,

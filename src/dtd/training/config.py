@@ -71,6 +71,7 @@ class TrainConfig:
     eval_targets: list[float] = field(default_factory=list)  # empty = the task's targets from the spec
     eval_max_steps: int = 0  # cap on episode length at evaluation; 0 = max_ep_len
     eval_untrained: bool = True  # evaluate the freshly initialised model too (step 0)
+    eval_workers: int = 1  # CPU processes sharing the episodes (forked); 2 on 2 cores: ~1.3x the env steps/s
     # --- run ---
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N

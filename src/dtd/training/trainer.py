@@ -30,7 +30,7 @@ from dtd.training.config import TrainConfig, config_from_dict, save_yaml
 
 METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
-RESUMABLE = ("steps", "device", "threads", "max_minutes")  # fields --resume may change; everything else is the saved run's
+RESUMABLE = ("steps", "device", "threads", "max_minutes", "eval_workers")  # fields --resume may change; everything else is the saved run's
 
 
 @dataclass
@@ -85,6 +85,8 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
     from dtd.models import build_model
     from dtd.training.schedule import make_optimizer, make_scheduler
 
+    if cfg.eval_workers < 1:
+        raise DtdError(f"--eval_workers must be >= 1, got {cfg.eval_workers}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     dist = ddp.init_distributed(cfg.device)
@@ -293,6 +295,7 @@ def _evaluate(model, cfg: TrainConfig, state_mean, state_std, dataset, device: s
                 context_len=cfg.context_len, max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps or None,
                 delayed=cfg.delayed, device=device, ref_min=dataset.ref_min_score, ref_max=dataset.ref_max_score,
                 goal_fn=goal_fn_for(cfg.to_dict(), state_mean, state_std, device), progress=progress,
+                workers=cfg.eval_workers if device == "cpu" else 1,
             )  # fmt: skip
     finally:
         model.train(was_training)
