@@ -295,3 +295,21 @@ def test_dropout_mask_rate_and_scale():
     kept = y.detach() != 0
     assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.7)) and (x.grad[~kept] == 0).all()
     assert torch.equal(Dropout(0.3).eval()(x), x) and torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("name", ["dtd", "dt-small"])
+def test_training_mode_fast_path_equals_spelled_out(name):
+    """With dropout on (training), the fast path draws the same masks in the same order as the
+    explicit-weights path: same outputs and gradients on full windows, seed for seed."""
+    model = make(name, {"dropout": 0.2}).train()
+    inputs, mask = padded(model, [K, K, K], seed=7)
+    grads = []
+    for explicit in (False, True):
+        torch.manual_seed(11)
+        model.zero_grad()
+        out = model(*inputs, mask=mask, return_attention=explicit)
+        out.actions.square().sum().backward()
+        grads.append((out.actions.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=0)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -95,7 +95,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, dropout: float) -> 
     (B, h, Lq, Lk) -> output (B, h, Lq, d), weights (B, h, Lq, Lk)."""
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
     weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-    return F.dropout(weights, dropout) @ v, weights
+    return dropout_(weights, dropout) @ v, weights
 
 
 def key_valid_from_mask(mask: Tensor | None, repeat: int = 1) -> Tensor | None:
@@ -121,6 +121,16 @@ def keep_mask(x: Tensor, p: float) -> Tensor:
     return u16.ge(drop - 32768).to(x.dtype).mul_(65536 / (65536 - drop))
 
 
+def dropout_(x: Tensor, p: float) -> Tensor:
+    """Training-mode dropout: ``keep_mask`` on CPU, torch's fused dropout elsewhere."""
+    drop = round(p * 65536)
+    if drop == 0:
+        return x
+    if drop == 65536:
+        return x * 0.0
+    return x * keep_mask(x, p) if x.device.type == "cpu" else F.dropout(x, p, training=True)
+
+
 class Dropout(nn.Module):
     """``nn.Dropout`` (iid keep mask, inverted scaling, no parameters: the same state-dict) whose CPU
     mask comes from ``keep_mask``: training is ~10% faster on 2 cores than with CPU ``bernoulli_``
@@ -133,13 +143,7 @@ class Dropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or round(self.p * 65536) == 0:
-            return x
-        if round(self.p * 65536) == 65536:
-            return x * 0.0
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, training=True)
-        return x * keep_mask(x, self.p)
+        return dropout_(x, self.p) if self.training else x
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -168,14 +172,16 @@ class CausalAttention(nn.Module):
         heads = lambda t: t.view(b, length, self.n_head, dim // self.n_head).transpose(1, 2)  # noqa: E731
         q, k, v = heads(self.q(x)), heads(self.k(ctx)), heads(self.v(ctx))  # (B, h, L, d)
         p = self.dropout if self.training else 0.0
-        if not return_attention:
+        if not return_attention and (p == 0.0 or x.device.type != "cpu"):
             y, weights = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True), None
-        else:  # the same math with the weights spelled out
+        else:  # the same math spelled out: for the weights, or for CPU training (SDPA would take its
+            # unfused math path there anyway, with the costlier bernoulli_ mask)
             allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # (L, L)
-            if key_valid is not None:  # drop padded keys, but keep each query's own position
+            if return_attention and key_valid is not None:  # drop padded keys, but keep each query's own
                 eye = torch.eye(length, dtype=torch.bool, device=x.device)
                 allowed = allowed & (key_valid[:, None, None, :] | eye)  # (B, 1, L, L)
             y, weights = attend(q, k, v, allowed, p)  # weights (B, h, L, L)
+            weights = weights if return_attention else None
         y = y.transpose(1, 2).reshape(b, length, dim)  # (B, L, H)
         return self.proj(y), weights
 
