@@ -4,6 +4,7 @@ No timing assertion: the figures depend on the machine and its load."""
 import json
 
 import pytest
+import torch
 
 from dtd.bench import BenchConfig, PeakRSS, _category, run_bench, write_json
 from dtd.cli import main
@@ -11,7 +12,8 @@ from dtd.cli import main
 
 @pytest.fixture(scope="module")
 def tiny_result():
-    cfg = BenchConfig.tiny_config(presets=["dtd", "dt-small"], batch_sizes=[3], episodes=2, eval_max_steps=5)
+    cfg = BenchConfig.tiny_config(presets=["dtd", "dt-small"], batch_sizes=[3], episodes=2, eval_max_steps=5,
+                                  variants=["bf16"])  # fmt: skip
     return run_bench(cfg, progress=False)
 
 
@@ -25,6 +27,8 @@ def test_result_has_every_section(tiny_result):
         for path in ("fast", "reference"):
             assert t[path]["samples_per_s"] > 0 and t[path]["memory"]["peak_mb"] > 0
         assert t["speedup_vs_reference"] > 0
+        bf16 = t["variants"]["bf16"]  # the step under bf16 autocast (a GPU run adds compile, CUDA graphs)
+        assert bf16["bf16"] is True and bf16["compile_mode"] is None and bf16["samples_per_s"] > 0
     assert set(r["profile"]["phases_ms"]) == {"sample", "to_tensor", "forward", "backward", "clip", "optimizer"}
     assert r["profile"]["op_categories_ms"]["matmul"] > 0
     assert {"n1", "n2"} <= set(r["inference"])
@@ -62,6 +66,20 @@ def test_cli_writes_json(tmp_path, capsys):
 def test_cli_rejects_bad_settings(tmp_path, capsys):
     assert main(["bench", "--tiny", "--steps", "0", "--out", str(tmp_path / "x.json")]) == 2
     assert "bench:" in capsys.readouterr().err
+    assert main(["bench", "--tiny", "--variants", "bf16,fast", "--out", str(tmp_path / "x.json")]) == 2
+    assert "unknown variant 'fast'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "--tiny", "--device", "cuda", "--out", str(tmp_path / "x.json")]) == 2
+        assert "not available" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_parse_variant():
+    from dtd.bench.train import parse_variant
+
+    assert parse_variant("fp32") == (False, None)
+    assert parse_variant("compile+bf16") == (True, "default")
+    assert parse_variant("cudagraphs") == (False, "reduce-overhead")
 
 
 def test_profile_categories_and_peak_rss():

@@ -10,6 +10,8 @@ def _csv(kind):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from dtd.bench.train import GPU_VARIANTS  # no torch import: cheap at start-up
+
     p = sub.add_parser("bench", help="measure training/evaluation speed on this machine (JSON)",
                        description="Training samples/s per preset and batch size, sampler cost, inference latency, "
                                    "evaluation env steps/s for 1 and N envs, peak memory and a profile; the naive "
@@ -27,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also time data-parallel training: N processes of 1 thread, the batch split between them")
     p.add_argument("--eval-workers", type=int, default=None, metavar="W",
                    help="also time evaluation with the N episodes split over W forked processes (default 2; 1: skip)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu | cuda[:N] | auto: where the models run (default cpu; evaluation workers stay on CPU)")
+    p.add_argument("--variants", type=_csv(str), default=None,
+                   help="extra training variants, comma-separated, parts joined by '+': bf16, compile, cudagraphs "
+                        "(e.g. bf16,compile+bf16); default none on CPU, on a GPU: " + ",".join(GPU_VARIANTS))
     p.add_argument("--no-naive", action="store_true", help="skip the reference paths (no speed-up ratios)")
     p.add_argument("--tiny", action="store_true", help="tiny models and settings: a smoke test, not a measurement")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -34,11 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dtd.bench import BenchConfig, run_bench, summary, write_json
+    import torch
+
+    from dtd.bench import GPU_VARIANTS, BenchConfig, run_bench, summary, write_json
 
     given = {"presets": args.presets, "batch_sizes": args.batch_sizes, "steps": args.steps,
              "episodes": args.episodes, "eval_max_steps": args.eval_max_steps, "threads": args.threads,
              "run": args.run, "ddp": args.ddp, "eval_workers": args.eval_workers}
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    variants = args.variants if args.variants is not None else (GPU_VARIANTS if device != "cpu" else None)
+    given.update(device=device, variants=variants)
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_naive:
         given["naive"] = False

@@ -1,0 +1,157 @@
+"""`dtd bench`: training and evaluation throughput on this machine, with the naive paths timed beside
+the fast ones in the same process, so every run reports its speed-ups as measured ratios.
+
+Sections of the result (all JSON-ready):
+- ``machine``: CPU, cores, torch version, threads, git commit, date, load average before/after;
+- ``matmul``: this CPU's fp32 matrix-product rate (a large ``torch.mm`` and one of the model's shapes);
+- ``train``: per preset and batch size, one AdamW step + grad clip on random tensors of the batch's
+  shape, median over timed steps after warm-up; the fast path (fused SDPA, the trainer's fused AdamW, grads
+  set to None) and the reference path (explicit masks and attention weights, per-tensor AdamW, zeroed grads);
+  model FLOPs per step (FlopCounterMode) and the fraction of the matmul ceiling reached;
+- ``profile``: where a training step's time goes (sampling, forward, backward, clip, optimiser, and
+  per-op-category self time from torch.profiler: attention, matmul, norm, optimiser, other ops, Python);
+- ``sampler``: the cost of one training batch from ``SequenceSampler``;
+- ``inference``: latency of one batched ``act`` call for 1 and N windows;
+- ``eval``: env steps/s of evaluation for 1 and N environments, batched vector-env path vs the
+  reference path of ``dtd.evaluation.rollout`` (one episode at a time, window rebuilt every step),
+  the N episodes split over ``eval_workers`` processes, the raw vector-env step rate (the limit),
+  and whether every path gave identical returns;
+- ``memory``: peak resident memory during a training run and during an evaluation, and its growth;
+- ``train[i]["ddp"]`` (``--ddp N``): the same step data-parallel over N one-thread gloo processes;
+- ``train[i]["variants"]`` (``--variants``; by default on a GPU): the fast step under bf16 autocast,
+  ``torch.compile`` and CUDA graphs (compile's "reduce-overhead" mode), with the compile time.
+With ``--device cuda`` the training steps, ``act`` and evaluation's model run on the GPU, timed with
+device synchronisation; the modules: ``common`` (config, timer, machine), ``train``, ``evaluation``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from dtd.bench.common import BenchConfig, PeakRSS, machine_info, matmul_ceiling, maxrss_mb, rss_mb
+from dtd.bench.evaluation import bench_eval, bench_inference, bench_sampler, synthetic_dataset
+from dtd.bench.train import GPU_VARIANTS, _category, bench_profile, bench_train, bench_train_ddp, parse_variant
+from dtd.errors import DtdError
+
+__all__ = ["GPU_VARIANTS", "BenchConfig", "PeakRSS", "_category", "bench_eval", "bench_train", "bench_train_ddp",
+           "run_bench", "summary", "write_json"]
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
+    """Measure everything in ``cfg`` in this process; returns the JSON-ready result."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from dtd.data.sampler import SequenceSampler
+
+    if not cfg.presets or not cfg.batch_sizes:
+        raise DtdError("bench: need at least one preset and one batch size")
+    if min(cfg.batch_sizes) < 1 or cfg.steps < 1 or cfg.episodes < 1 or cfg.eval_workers < 1:
+        raise DtdError("bench: batch sizes, steps, episodes and eval workers must be >= 1")
+    for variant in cfg.variants:
+        parse_variant(variant)  # one clear error before any timing
+    if cfg.device != "cpu":
+        if not torch.device(cfg.device).type == "cuda" or not torch.cuda.is_available():
+            raise DtdError(f"bench: device {cfg.device!r} is not available here (cpu, or cuda when a GPU is)")
+        if cfg.ddp > 1:
+            raise DtdError("bench: --ddp times one-thread CPU processes; leave it out with --device cuda")
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise DtdError(f"bench: threads must be >= 1, got {cfg.threads}")
+        torch.set_num_threads(cfg.threads)
+
+    jobs = [("train", p, b) for p in cfg.presets for b in cfg.batch_sizes]
+    jobs += [("profile",)] if cfg.device == "cpu" else []  # the profile reads CPU self times
+    jobs += [("sampler",), ("inference",), ("eval",)]
+    bar = tqdm(total=len(jobs) + 1, desc="bench", unit="part", disable=not progress)
+    result: dict = {"config": asdict(cfg), "machine": machine_info()}
+    rss_start = rss_mb()
+    bar.set_postfix_str("matmul")
+    result["matmul"] = matmul_ceiling(n=256 if cfg.tiny else 1024, reps=2 if cfg.tiny else 5, device=cfg.device,
+                                      sync=cfg.sync)  # fmt: skip
+    bar.update()
+    ceiling = result["matmul"]["square_gflops"]
+    sampler = SequenceSampler(synthetic_dataset(cfg), cfg.context_len, max_ep_len=cfg.max_ep_len)
+    result["train"] = []
+    for job in jobs:
+        bar.set_postfix_str(" ".join(map(str, job)))
+        if job[0] == "train":
+            result["train"].append(bench_train(cfg, job[1], job[2], ceiling))
+        elif job[0] == "profile":
+            result["profile"] = bench_profile(cfg, cfg.presets[0], max(cfg.batch_sizes), sampler)
+        elif job[0] == "sampler":
+            result["sampler"] = bench_sampler(cfg, sampler, batch_size=4 if cfg.tiny else 256)
+        elif job[0] == "inference":
+            result["inference"] = bench_inference(cfg, cfg.presets[0])
+        else:
+            result["eval"] = bench_eval(cfg, cfg.presets[0])
+        bar.update()
+    bar.close()
+    result["memory"] = {
+        "train_peak_mb": max(r[p]["memory"]["peak_mb"] for r in result["train"] for p in ("fast", "reference")
+                             if p in r),
+        "eval_peak_mb": max(result["eval"][k][p]["memory"]["peak_mb"] for k in result["eval"]
+                            if k.startswith("n") and isinstance(result["eval"][k], dict)
+                            for p in ("batched", "reference") if p in result["eval"][k]),
+        "process_start_mb": round(rss_start, 1),
+        "process_maxrss_mb": round(maxrss_mb(), 1),
+    }  # fmt: skip
+    result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return result
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    """Atomically write the result (temporary name, then rename)."""
+    import json
+
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def summary(result: dict) -> str:
+    """A few lines for the terminal: the headline figures and ratios."""
+    m = result["machine"]
+    lines = [f"{m['cpu']} ({m['cores']} cores, {m['threads']} torch threads), torch {m['torch']}, "
+             f"load {m['load_average'][0]:.1f}" if m.get("load_average") else f"{m['cpu']}",
+             f"matmul ceiling: {result['matmul']['square_gflops']:.1f} GFLOP/s (square), "
+             f"{result['matmul']['model_shape_gflops']:.1f} (model shape)"]  # fmt: skip
+    for r in result["train"]:
+        ref = f", reference {r['reference']['samples_per_s']:.0f} (x{r['speedup_vs_reference']:.2f})" if "reference" in r else ""
+        lines.append(f"train {r['preset']:>8} batch {r['batch_size']:>4}: {r['fast']['samples_per_s']:7.0f} samples/s "
+                     f"({r['fast']['ms_per_step']:.0f} ms/step, {100 * r['fast']['fraction_of_matmul_ceiling']:.0f}% "
+                     f"of matmul ceiling){ref}")  # fmt: skip
+        for name, v in r.get("variants", {}).items():
+            lines.append(f"    {name}: {v['samples_per_s']:7.0f} samples/s ({v['ms_per_step']:.1f} ms/step; "
+                         f"first step {v['first_step_s']:.1f} s)")
+        if "ddp" in r:
+            d = r["ddp"]
+            lines.append(f"    ddp {d['processes']} x 1 thread, {d['batch_per_process']} each: "
+                         f"{d['samples_per_s']:7.0f} samples/s ({d['ms_per_step']:.0f} ms/step)")
+    s = result["sampler"]
+    lines.append(f"sampler {s['batch_size']}x{s['context_len']}: {s['ms_per_batch']:.2f} ms/batch")
+    for k, v in result["inference"].items():
+        if k != "preset":
+            lines.append(f"act {k}: {v['ms_per_call']:.2f} ms/call")
+    ev = result["eval"]
+    for k, row in ev.items():
+        if k.startswith("n") and isinstance(row, dict):
+            ref = (f", reference {row['reference']['env_steps_per_s']:.0f} (x{row['speedup_vs_reference']:.1f}, "
+                   f"max return diff {row['returns_max_abs_diff']:.1e})") if "reference" in row else ""
+            lines.append(f"eval {k}: batched {row['batched']['env_steps_per_s']:.0f} env steps/s{ref}; "
+                         f"env alone {row['env_only']['env_steps_per_s']:.0f}")  # fmt: skip
+            if "workers" in row:
+                w = row["workers"]
+                lines.append(f"    {w['workers']} worker processes: {w['env_steps_per_s']:.0f} env steps/s, "
+                             f"returns identical: {row['workers_returns_identical']}")
+    if "speedup_n_vs_one_at_a_time" in ev:
+        lines.append(f"eval: {result['config']['episodes']} together vs one at a time: x{ev['speedup_n_vs_one_at_a_time']:.1f}")
+    mem = result["memory"]
+    lines.append(f"peak RSS: training {mem['train_peak_mb']:.0f} MB, evaluation {mem['eval_peak_mb']:.0f} MB")
+    return "\n".join(lines)
