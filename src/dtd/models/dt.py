@@ -78,15 +78,17 @@ class DecisionTransformer(SequenceModel):
     ) -> ModelOutput:
         # states (B,K,S), actions (B,K,A), goals (B,K,G), timesteps (B,K), mask (B,K) -> ModelOutput
         # at (B,): only the prediction at step `at` of each window, actions (B,1,A) (act; no attention)
+        # mask: read only with return_attention (right padding: see dtd.models.transformer)
         b, k, _ = states.shape
         time = self.embed_time(timesteps.long().clamp(0, self.config.max_ep_len - 1))  # (B, K, H)
         tokens = torch.stack(
             [self.embed_goal(goals) + time, self.embed_state(states) + time, self.embed_action(actions) + time], dim=2
         ).reshape(b, 3 * k, -1)  # (B, 3K, H): g_1, s_1, a_1, g_2, ...
         x = self.drop(self.embed_ln(tokens))
-        if at is not None:  # the last block computes only the token s_at
-            x = blocks_at(self.blocks, x, 3 * at + 1)  # (B, 1, H)
-            return ModelOutput(actions=rowwise(lambda t: torch.tanh(self.head(self.ln_f(t))), x))
+        if not return_attention:  # the last block computes only the state tokens read: s_at, or all s_t
+            pos = 3 * at[:, None] + 1 if at is not None else (3 * torch.arange(k, device=x.device) + 1).expand(b, k)
+            x = blocks_at(self.blocks, x, pos, invariant=at is not None)  # (B, 1 or K, H)
+            return ModelOutput(actions=rowwise(lambda t: torch.tanh(self.head(self.ln_f(t))), x, at is not None))
         attn: dict[str, Tensor] | None = {} if return_attention else None
         key_valid = key_valid_from_mask(mask, repeat=3) if return_attention else None  # (B, 3K)
         for i, block in enumerate(self.blocks):

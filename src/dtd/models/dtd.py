@@ -219,9 +219,11 @@ class DecisionTransducer(SequenceModel):
         z = torch.stack([x[m] for m in self.join_order], dim=2).reshape(b, n * k, -1)  # (B, nK, H)
         if self.join_ln is not None:
             z = self.join_ln(z)
-        if at is not None:  # the join's last layer computes only the state token of step `at`
-            z = blocks_at(self.join, z, at * n + self.join_order.index("state"))  # (B, 1, H)
-            return ModelOutput(actions=rowwise(lambda t: torch.tanh(self.head(t)), z), waypoints=waypoints)
+        if not return_attention:  # the join's last layer computes only the state tokens read: s_at, or all s_t
+            steps = at[:, None] if at is not None else torch.arange(k, device=z.device).expand(b, k)
+            z = blocks_at(self.join, z, steps * n + self.join_order.index("state"), invariant=at is not None)
+            actions = rowwise(lambda t: torch.tanh(self.head(t)), z, invariant=at is not None)  # (B, 1 or K, A)
+            return ModelOutput(actions=actions, waypoints=waypoints)
         join_valid = key_valid_from_mask(mask, repeat=n) if return_attention else None
         for i, layer in enumerate(self.join):
             z, w = layer(z, key_valid=join_valid, return_attention=return_attention)

@@ -12,8 +12,11 @@ all valid outputs, and lets SDPA use its fused kernels). The explicit path
 (``return_attention=True``) also removes padded keys, except a query's own position so that a
 padded row is never empty; valid rows get bit-for-bit the same allowed set as the fast path.
 
-Query-only last layer. ``act`` needs one token per window, so ``forward(..., at=)`` runs the last
-layer (DTd's join, DT's last block) only at that token (``blocks_at``). ``act`` must be
+Query-only last layer. Only the outputs at state tokens are ever read (a_t is predicted there), so
+the last layer (DTd's join, DT's last block) computes its queries, feed-forward and head only at
+them (``blocks_at``): the K state tokens of each window in ``forward`` (training; the full layer runs
+only when attention maps are asked for), one token per window in ``act`` (``forward(..., at=)``).
+The other tokens still enter as keys and values: the same math, fewer products. ``act`` must be
 batch-invariant, bit for bit: a window's action may not depend on how many other windows share
 the call (batched evaluation must return exactly what one episode at a time does). fp32 GEMM
 rounding of a row depends on the row count M (BLAS picks kernels and thread splits by M; on the
@@ -69,25 +72,29 @@ class SequenceModel(nn.Module):
 
 
 def take(x: Tensor, pos: Tensor) -> Tensor:
-    """Token ``pos`` of each row: x (B, L, ...), pos (B,) -> (B, 1, ...)."""
-    return x[torch.arange(x.shape[0], device=x.device), pos][:, None]
+    """Tokens ``pos`` of each row: x (B, L, ...), pos (B,) or (B, Q) -> (B, 1 or Q, ...)."""
+    pos = pos[:, None] if pos.dim() == 1 else pos
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], pos]
 
 
-def rowwise(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``fn(x)`` for a row-wise ``fn`` (linear layers, feed-forward, head), computed on x zero-padded
-    to a multiple of ROW_MULTIPLE rows along dim 0 and sliced back, so that a row's result does not
-    depend on how many rows there are (see the module docstring). x (B, ...) -> (B, ...)."""
+def rowwise(fn: Callable[[Tensor], Tensor], x: Tensor, invariant: bool = True) -> Tensor:
+    """``fn(x)`` for a row-wise ``fn`` (linear layers, feed-forward, head); with ``invariant``, computed
+    on x zero-padded to a multiple of ROW_MULTIPLE rows along dim 0 and sliced back, so that a row's
+    result does not depend on how many rows there are (module docstring). x (B, ...) -> (B, ...)."""
+    if not invariant:
+        return fn(x)
     b = x.shape[0]
     pad = -b % ROW_MULTIPLE
     return fn(torch.cat([x, x.new_zeros(pad, *x.shape[1:])]) if pad else x)[:b]
 
 
-def blocks_at(blocks: nn.ModuleList, x: Tensor, pos: Tensor) -> Tensor:
-    """What causal ``blocks`` output at token ``pos`` (B,) of each row, x (B, L, H) -> (B, 1, H):
-    every layer but the last runs on all tokens (they are the last one's keys), the last only on that one."""
+def blocks_at(blocks: nn.ModuleList, x: Tensor, pos: Tensor, invariant: bool = False) -> Tensor:
+    """What causal ``blocks`` output at tokens ``pos`` (B,) or (B, Q) of each row, x (B, L, H) -> (B, Q, H):
+    every layer but the last runs on all tokens (they are the last one's keys), the last only on those.
+    ``invariant``: batch-invariant products (``rowwise``), for ``act``."""
     for block in blocks[:-1]:
         x, _ = block(x)
-    return blocks[-1].query(x, pos) if len(blocks) else take(x, pos)
+    return blocks[-1].query(x, pos, invariant) if len(blocks) else take(x, pos)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, dropout: float) -> tuple[Tensor, Tensor]:
@@ -185,16 +192,17 @@ class CausalAttention(nn.Module):
         y = y.transpose(1, 2).reshape(b, length, dim)  # (B, L, H)
         return self.proj(y), weights
 
-    def query(self, x: Tensor, pos: Tensor) -> Tensor:
-        """Self-attention output at token ``pos`` (B,) only, x (B, L, H) -> (B, 1, H); batch-invariant:
-        padded rows for the products, ``attend`` (masked SDPA is not invariant with 2 threads) on
-        contiguous heads (strided multi-head bmm is not invariant either)."""
+    def query(self, x: Tensor, pos: Tensor, invariant: bool = False) -> Tensor:
+        """Self-attention output at tokens ``pos`` (B,) or (B, Q) only, x (B, L, H) -> (B, Q, H).
+        ``attend`` on contiguous heads is batch-invariant (masked SDPA is not with 2 threads, strided
+        multi-head bmm not even with 1); ``invariant`` pads the products' rows too (``rowwise``)."""
         b, length, dim = x.shape
+        pos = pos[:, None] if pos.dim() == 1 else pos  # (B, Q)
         heads = lambda t: t.view(b, t.shape[1], self.n_head, -1).transpose(1, 2).contiguous()  # noqa: E731
-        q, k, v = heads(rowwise(self.q, take(x, pos))), heads(self.k(x)), heads(self.v(x))  # (B, h, 1|L, d)
-        allowed = torch.arange(length, device=x.device) <= pos[:, None]  # (B, L): keys j <= pos
-        y, _ = attend(q, k, v, allowed[:, None, None], self.dropout if self.training else 0.0)  # (B, h, 1, d)
-        return rowwise(self.proj, y.transpose(1, 2).reshape(b, 1, dim))
+        q, k, v = heads(rowwise(self.q, take(x, pos), invariant)), heads(self.k(x)), heads(self.v(x))  # (B,h,Q|L,d)
+        allowed = torch.arange(length, device=x.device) <= pos[..., None]  # (B, Q, L): keys j <= pos
+        y, _ = attend(q, k, v, allowed[:, None], self.dropout if self.training else 0.0)  # (B, h, Q, d)
+        return rowwise(self.proj, y.transpose(1, 2).reshape(b, pos.shape[1], dim), invariant)
 
 
 
@@ -232,13 +240,13 @@ class Block(nn.Module):
             x = self.ln2(x + self.drop2(self.ff(x)))
         return x, w
 
-    def query(self, x: Tensor, pos: Tensor) -> Tensor:
-        """This layer's output at token ``pos`` (B,) only, x (B, L, H) -> (B, 1, H) (``blocks_at``)."""
+    def query(self, x: Tensor, pos: Tensor, invariant: bool = False) -> Tensor:
+        """This layer's output at tokens ``pos`` (B,) or (B, Q) only, x (B, L, H) -> (B, Q, H) (``blocks_at``)."""
         if self.norm_first:
-            y = take(x, pos) + self.drop1(self.attn.query(self.ln1(x), pos))
-            return y + self.drop2(rowwise(lambda t: self.ff(self.ln2(t)), y))
-        y = self.ln1(take(x, pos) + self.drop1(self.attn.query(x, pos)))
-        return self.ln2(y + self.drop2(rowwise(self.ff, y)))
+            y = take(x, pos) + self.drop1(self.attn.query(self.ln1(x), pos, invariant))
+            return y + self.drop2(rowwise(lambda t: self.ff(self.ln2(t)), y, invariant))
+        y = self.ln1(take(x, pos) + self.drop1(self.attn.query(x, pos, invariant)))
+        return self.ln2(y + self.drop2(rowwise(self.ff, y, invariant)))
 
 
 def init_weights(module: nn.Module, scheme: str = "xavier") -> None:

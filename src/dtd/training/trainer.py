@@ -30,7 +30,8 @@ from dtd.training.config import TrainConfig, config_from_dict, save_yaml
 
 METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
-RESUMABLE = ("steps", "device", "threads", "max_minutes", "eval_workers")  # fields --resume may change; everything else is the saved run's
+# fields --resume may change (they do not change what is learned); everything else is the saved run's
+RESUMABLE = ("steps", "device", "threads", "max_minutes", "eval_workers")
 
 
 @dataclass
