@@ -45,8 +45,8 @@ def test_train_end_to_end(tiny_dataset, tmp_path):
     cfg = TrainConfig(dataset=tiny_dataset, hidden_size=16, n_layer=1, context_len=5, max_ep_len=64,
                       model_opts=["ff_dim=16", "join_ff_dim=16"], batch_size=8, lr=3e-3, warmup_steps=5,
                       steps=40, log_every=10, ckpt_every=20, eval_episodes=2, eval_max_steps=15,
-                      out_dir=str(tmp_path), run_name="run")
-    result = train(cfg, progress=False)
+                      eval_workers=2, out_dir=str(tmp_path), run_name="run")
+    result = train(cfg, progress=False)  # evaluation forks 2 workers from the training process (on CPU)
     run = tmp_path / "run"
     assert result.run_dir == run and result.step == 40
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_0000020.pt", "step_0000040.pt"]
@@ -60,6 +60,7 @@ def test_train_end_to_end(tiny_dataset, tmp_path):
     assert "normalized_mean" in evals[-1]["eval"]["3600"]
     summary = json.loads((run / "eval.json").read_text())
     assert summary["step"] == 40 and summary["env_id"] == "Hopper-v5" and "untrained" in summary
+    assert summary["workers"] == (1 if torch.cuda.is_available() else 2)
     assert any(p.name.startswith("events") for p in (run / "tb").iterdir())
 
     model, ckpt = load_run(run)
