@@ -42,7 +42,8 @@ def test_result_has_every_section(tiny_result):
     workers = r["eval"]["n2"]["workers"]  # the episodes split over 2 processes: the same episodes
     assert workers["workers"] == 2 and len(workers["returns"]) == 2
     assert r["eval"]["n2"]["workers_returns_max_abs_diff"] < 1e-3  # tiny windows (K 5): not bit-exact
-    assert "workers" not in r["eval"]["n1"]
+    assert "workers" not in r["eval"]["n1"] and "async" not in r["eval"]["n1"]
+    assert r["eval"]["n2"]["async_returns_max_abs_diff"] < 1e-3  # the same loop over an async vector env
     assert r["memory"]["train_peak_mb"] > 0 and r["memory"]["eval_peak_mb"] > 0
 
 

@@ -14,7 +14,8 @@ Sections of the result (all JSON-ready):
 - ``inference``: latency of one batched ``act`` call for 1 and N windows;
 - ``eval``: env steps/s of evaluation for 1 and N environments, batched vector-env path vs the
   reference path of ``dtd.evaluation.rollout`` (one episode at a time, window rebuilt every step),
-  the N episodes split over ``eval_workers`` processes, the raw vector-env step rate (the limit),
+  the batched path over an async vector env, the N episodes split over ``eval_workers`` processes,
+  the raw vector-env step rate (the limit),
   and whether every path gave identical returns;
 - ``memory``: peak resident memory during a training run and during an evaluation, and its growth;
 - ``train[i]["ddp"]`` (``--ddp N``): the same step data-parallel over N one-thread gloo processes;
@@ -146,6 +147,9 @@ def summary(result: dict) -> str:
                    f"max return diff {row['returns_max_abs_diff']:.1e})") if "reference" in row else ""
             lines.append(f"eval {k}: batched {row['batched']['env_steps_per_s']:.0f} env steps/s{ref}; "
                          f"env alone {row['env_only']['env_steps_per_s']:.0f}")  # fmt: skip
+            if "async" in row:
+                lines.append(f"    async vector env: {row['async']['env_steps_per_s']:.0f} env steps/s, "
+                             f"returns identical: {row['async_returns_identical']}")
             if "workers" in row:
                 w = row["workers"]
                 lines.append(f"    {w['workers']} worker processes: {w['env_steps_per_s']:.0f} env steps/s, "

@@ -70,7 +70,8 @@ def bench_env_steps(cfg: BenchConfig, n: int, steps: int = 200) -> dict:
 
 
 def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
-    """Evaluation env steps/s: batched (vector env, one model call per step) vs the reference loop.
+    """Evaluation env steps/s: batched (sync vector env, one model call per step; also over an async
+    vector env and split over worker processes) vs the reference loop.
 
     With ``cfg.run`` the run's trained model is evaluated with its checkpoint's settings (full-length
     episodes, the realistic case); otherwise an untrained ``preset`` (same per-step model cost, but
@@ -91,9 +92,10 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
         targets = list((ckpt.get("config") or {}).get("eval_targets") or [target])[:1]
         target = float(targets[0])
 
-        def run_eval(n: int, batched: bool, workers: int = 1) -> dict:
+        def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
             return evaluate_run(model, ckpt, episodes=n, targets=targets, seed=0, progress=False, device=cfg.device,
-                                batched=batched, max_steps=cfg.eval_max_steps, workers=workers)  # fmt: skip
+                                batched=batched, max_steps=cfg.eval_max_steps, workers=workers,
+                                vector=vector)  # fmt: skip
     else:
         torch.manual_seed(0)
         model, env_id = build_preset(cfg, preset).eval(), cfg.env_id
@@ -102,19 +104,21 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
                       max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False,
                       device=cfg.device)  # fmt: skip
 
-        def run_eval(n: int, batched: bool, workers: int = 1) -> dict:
-            return evaluate(model, env_id, episodes=n, batched=batched, workers=workers, **common)
+        def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
+            return evaluate(model, env_id, episodes=n, batched=batched, workers=workers, vector=vector, **common)
 
     key = f"{target:g}"
     out: dict = {"env_id": env_id, "preset": preset, "run": cfg.run, "max_steps": cfg.eval_max_steps}
     for n in sorted({1, cfg.episodes}):
         row = {}
-        paths = [("batched", True, 1)] + ([("reference", False, 1)] if cfg.naive else [])
+        paths = [("batched", True, 1, "sync")] + ([("reference", False, 1, "sync")] if cfg.naive else [])
+        if n > 1:  # the same batched loop over an async vector env (one subprocess per env)
+            paths.append(("async", True, 1, "async"))
         if n > 1 and cfg.eval_workers > 1 and cfg.device == "cpu":  # forked workers run on the CPU
-            paths.append(("workers", True, cfg.eval_workers))
-        for name, batched, workers in paths:
+            paths.append(("workers", True, cfg.eval_workers, "sync"))
+        for name, batched, workers, vector in paths:
             with PeakRSS() as mem:  # the parent's memory: workers share its pages until they write
-                res = run_eval(n, batched, workers)
+                res = run_eval(n, batched, workers, vector)
             row[name] = {"env_steps": res["env_steps"], "seconds": res["seconds"],
                          "env_steps_per_s": res["env_steps_per_s"], "memory": mem.result(),
                          "returns": res["targets"][key]["returns"],
@@ -125,13 +129,13 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
             row["returns_identical"] = bool(np.all(diff == 0))
             row["returns_max_abs_diff"] = float(diff.max())
             row["speedup_vs_reference"] = row["batched"]["env_steps_per_s"] / row["reference"]["env_steps_per_s"]
-        if "workers" in row:
-            diff = np.abs(np.subtract(row["workers"]["returns"], row["batched"]["returns"]))
-            row["workers_returns_identical"] = bool(np.all(diff == 0))
-            row["workers_returns_max_abs_diff"] = float(diff.max())
-            if cfg.naive:
-                row["workers_speedup_vs_reference"] = (row["workers"]["env_steps_per_s"]
-                                                       / row["reference"]["env_steps_per_s"])
+        for path in ("async", "workers"):
+            if path in row:
+                diff = np.abs(np.subtract(row[path]["returns"], row["batched"]["returns"]))
+                row[f"{path}_returns_identical"] = bool(np.all(diff == 0))
+                row[f"{path}_returns_max_abs_diff"] = float(diff.max())
+        if "workers" in row and cfg.naive:
+            row["workers_speedup_vs_reference"] = row["workers"]["env_steps_per_s"] / row["reference"]["env_steps_per_s"]
         row["env_only"] = bench_env_steps(cfg, n, steps=max(cfg.eval_max_steps, 10))
         out[f"n{n}"] = row
     n = cfg.episodes
