@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-workers", type=int, default=None, metavar="W",
                    help="also time evaluation with the N episodes split over W forked processes (default 2; 1: skip)")
     p.add_argument("--device", default="cpu",
-                   help="cpu | cuda[:N] | auto: where the models run (default cpu; evaluation workers stay on CPU)")
+                   help="cpu | cuda[:N] | auto: where the models run (default cpu; the evaluation-workers row is CPU-only)")
     p.add_argument("--variants", type=_csv(str), default=None,
                    help="extra training variants, comma-separated, parts joined by '+': bf16, compile, cudagraphs "
                         "(e.g. bf16,compile+bf16); default none on CPU, on a GPU: " + ",".join(GPU_VARIANTS))
