@@ -147,13 +147,11 @@ def summary(result: dict) -> str:
                    f"max return diff {row['returns_max_abs_diff']:.1e})") if "reference" in row else ""
             lines.append(f"eval {k}: batched {row['batched']['env_steps_per_s']:.0f} env steps/s{ref}; "
                          f"env alone {row['env_only']['env_steps_per_s']:.0f}")  # fmt: skip
-            if "async" in row:
-                lines.append(f"    async vector env: {row['async']['env_steps_per_s']:.0f} env steps/s, "
-                             f"returns identical: {row['async_returns_identical']}")
-            if "workers" in row:
-                w = row["workers"]
-                lines.append(f"    {w['workers']} worker processes: {w['env_steps_per_s']:.0f} env steps/s, "
-                             f"returns identical: {row['workers_returns_identical']}")
+            for path in ("async", "workers"):
+                if path in row:
+                    label = "async vector env" if path == "async" else f"{row[path]['workers']} worker processes"
+                    lines.append(f"    {label}: {row[path]['env_steps_per_s']:.0f} env steps/s, "
+                                 f"returns identical: {row[path + '_returns_identical']}")
     if "speedup_n_vs_one_at_a_time" in ev:
         lines.append(f"eval: {result['config']['episodes']} together vs one at a time: x{ev['speedup_n_vs_one_at_a_time']:.1f}")
     mem = result["memory"]
