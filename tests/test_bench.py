@@ -55,13 +55,14 @@ def test_json_roundtrip(tiny_result, tmp_path):
 
 def test_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "b.json"
-    rc = main(["bench", "--tiny", "--presets", "bc", "--batch-sizes", "2", "--episodes", "1", "--no-naive",
+    rc = main(["bench", "--tiny", "--presets", "bc", "--batch-sizes", "2", "--episodes", "2", "--no-naive",
                "--no-progress", "--out", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["config"]["presets"] == ["bc"] and data["config"]["naive"] is False
     assert "reference" not in data["train"][0] and "speedup_n_vs_one_at_a_time" not in data["eval"]
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "2 worker processes" in printed and "async vector env" in printed
 
 
 def test_cli_rejects_bad_settings(tmp_path, capsys):
