@@ -171,6 +171,8 @@ def test_dtd_eval_cli(tmp_path, capsys):
     assert "1800" in capsys.readouterr().out
     assert main(["eval", str(run), "--checkpoint", "step_5"]) == 2
     assert "no checkpoint 'step_5'" in capsys.readouterr().err
+    assert main(["eval", str(run), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
     # no reference returns recorded and the dataset is not on this machine: D4RL's, with a warning
     del ckpt["ref_min_score"], ckpt["ref_max_score"]
     ckpt["config"] = {**config, "dataset": str(tmp_path / "gone")}

@@ -46,7 +46,7 @@ class BenchConfig:
     eval_workers: int = 2  # also time evaluation with the N episodes split over this many processes (1: skip)
     ddp: int = 0  # also time data-parallel training: this many processes, 1 thread each, batch split
     device: str = "cpu"  # cpu | cuda[:N]: where training steps, `act` and evaluation's model run
-    variants: list[str] = field(default_factory=list)  # extra training variants (VARIANTS), e.g. bf16, compile
+    variants: list[str] = field(default_factory=list)  # extra training variants (bench.train.parse_variant), e.g. bf16, compile
     tiny: bool = False  # tiny models (TINY_OVERRIDES), for tests
 
     @classmethod
@@ -64,6 +64,7 @@ class BenchConfig:
             import torch
 
             torch.cuda.synchronize(self.device)
+
 
 # ---------------------------------------------------------------- machine and memory
 

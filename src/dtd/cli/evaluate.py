@@ -51,6 +51,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise DtdError(f"{run}: no checkpoint '{name}' (have: {', '.join(have) or 'none'})")
     if args.episodes is not None and args.episodes < 1:
         raise DtdError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.workers is not None and args.workers < 1:
+        raise DtdError(f"--workers must be >= 1, got {args.workers}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, ckpt = load_run(path, map_location=device)
     workers = args.workers if args.workers is not None else (ckpt.get("config") or {}).get("eval_workers", 1)
