@@ -3,22 +3,17 @@ afterwards the weights are identical on both ranks and only rank 0 wrote the run
 
 import os
 import pickle
-import socket
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    # what torchrun sets, its agent hosting the rendezvous store
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
     from dtd.training.config import TrainConfig
     from dtd.training.trainer import train
@@ -38,7 +33,8 @@ def test_two_ranks_end_with_identical_weights(tmp_path):
              for n in (20, 30, 25)]
     data = tmp_path / "hopper-tiny.pkl"
     data.write_bytes(pickle.dumps(trajs))
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # torchrun's agent store
+    mp.spawn(_worker, args=(2, store.port, str(data), str(tmp_path)), nprocs=2, join=True)
 
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0["is_main"] and not r1["is_main"]

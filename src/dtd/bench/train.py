@@ -150,15 +150,15 @@ def bench_train_ddp(cfg: BenchConfig, preset: str, batch_size: int, world: int) 
     """The fast step under DistributedDataParallel (gloo): `world` processes of 1 thread, batch_size/world
     each, gradients averaged: what `torchrun --nproc_per_node N dtd train --threads 1` does with the cores
     that one multi-threaded process uses poorly (serial dropout RNG and dispatch between the GEMMs)."""
-    import socket
-
+    import torch.distributed as dist
     import torch.multiprocessing as mp
 
     if batch_size % world:
         raise DtdError(f"bench: batch size {batch_size} does not split over {world} processes")
-    with socket.socket() as sock:  # a free port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    # The rendezvous store lives here, not in rank 0: it outlives both ranks' teardown, and port 0 picks a
+    # free port without a race.
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    port = store.port
     queue = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_ddp_worker, args=(world, port, cfg, preset, batch_size // world, queue), nprocs=world, join=True)
     sec = queue.get()
@@ -170,11 +170,14 @@ def bench_train_ddp(cfg: BenchConfig, preset: str, batch_size: int, world: int) 
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg: BenchConfig, preset: str, batch_size: int, queue) -> None:
+    import gc
+
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    store = dist.TCPStore("127.0.0.1", port, is_master=False)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
         step = TrainStep(torch.nn.parallel.DistributedDataParallel(build_preset(cfg, preset)))
@@ -182,6 +185,11 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: BenchConfig, preset: str,
         sec = median_time(lambda: step(batch), cfg.steps, cfg.warmup)  # the gradient all-reduce syncs the ranks
         if rank == 0:
             queue.put(sec)
+        # DDP holds the process group: freed only at interpreter exit, gloo's threads can abort the process
+        # (SIGABRT, seen once in CI). Drop it, and let every rank finish talking, before tearing down.
+        del step
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -87,8 +87,13 @@ def gather_objects(obj: Any, info: Dist) -> list[Any]:
 
 
 def cleanup(info: Dist) -> None:
+    """Tear the group down once nothing references it: a DDP module left to the interpreter's exit takes
+    gloo's threads down with it there, and the process aborts (SIGABRT) after training succeeded."""
     if info.enabled:
+        import gc
+
         import torch.distributed as dist
 
+        gc.collect()  # DDP wrappers sit in reference cycles
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -241,8 +241,10 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
         result.samples_per_s = samples_per_step * steps_total / max(t_train, 1e-9)
         if dist.is_main and result.evals:
             _write_json(run_dir / EVAL_FILE, _eval_summary(result, cfg))
+        ddp.barrier(dist)  # every rank done talking before the group is torn down
         return result
     finally:
+        net = None  # DDP holds the process group; gloo's threads must not outlive it
         ddp.cleanup(dist)
 
 
