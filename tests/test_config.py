@@ -117,3 +117,23 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode != 0 and "--steps expects int" in r.stderr
     r = _dtd("--help")
     assert r.returncode == 0 and "--reward_scale" in r.stdout and "default: 1000.0" in r.stdout
+
+
+def test_out_of_range_values_are_refused():
+    TrainConfig().check_ranges()  # the defaults, and every preset, are in range
+    for path in CONFIGS_DIR.rglob("*.yaml"):
+        load_config(str(path)).check_ranges()
+    for field, value, rule in [("steps", -1, ">= 1"), ("lr", float("nan"), "> 0"), ("pct_traj", 0.0, r"in \(0, 1\]"),
+                               ("dropout", 1.0, r"in \[0, 1\)"), ("batch_size", 0, ">= 1"),
+                               ("eval_workers", 0, ">= 1"), ("grad_clip", -0.1, ">= 0")]:
+        with pytest.raises(DtdError, match=rf"--{field} must be {rule}, got"):
+            TrainConfig(**{field: value}).check_ranges()
+    TrainConfig(pct_traj=1.0, dropout=0.0, grad_clip=0.0, eval_episodes=0).check_ranges()  # the bounds are allowed
+    with pytest.raises(DtdError, match="--eval_targets must be finite"):
+        TrainConfig(eval_targets=[3600.0, float("nan")]).check_ranges()
+
+
+def test_cli_refuses_out_of_range_before_any_work(tmp_path):
+    r = _dtd("--steps", "-1", "--out_dir", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "dtd: error: --steps must be >= 1, got -1"
+    assert not any(tmp_path.iterdir())  # no run folder was made

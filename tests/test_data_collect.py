@@ -8,6 +8,7 @@ import pytest
 from dtd.cli import main
 from dtd.data import load_dataset
 from dtd.data.collect import collect, detect_algorithm
+from dtd.errors import DtdError
 
 
 def test_collect_random_opens_with_minari(tmp_path, monkeypatch, capsys):
@@ -36,6 +37,9 @@ def test_collect_is_reproducible(tmp_path):
     np.testing.assert_array_equal(a.episodes[0].actions, b.episodes[0].actions)
     np.testing.assert_array_equal(a.episodes[0].observations, b.episodes[0].observations)
     assert not np.array_equal(a.episodes[0].actions, c.episodes[0].actions)
+    for noise in (-0.1, float("nan")):
+        with pytest.raises(DtdError, match="--noise: must be >= 0"):
+            collect("Hopper-v5", "random", 60, noise=noise, out=tmp_path / "bad", progress=False)
 
 
 def test_collect_zoo_sac(shared_dir, tmp_path):

@@ -173,6 +173,10 @@ def test_dtd_eval_cli(tmp_path, capsys):
     assert "no checkpoint 'step_5'" in capsys.readouterr().err
     assert main(["eval", str(run), "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+    before = (run / "eval-last.json").read_text()
+    assert main(["eval", str(run), "--targets", "nan"]) == 2
+    assert "target returns must be finite" in capsys.readouterr().err
+    assert (run / "eval-last.json").read_text() == before  # nothing written
     # no reference returns recorded and the dataset is not on this machine: D4RL's, with a warning
     del ckpt["ref_min_score"], ckpt["ref_max_score"]
     ckpt["config"] = {**config, "dataset": str(tmp_path / "gone")}

@@ -69,6 +69,8 @@ def test_collect_maze_dataset_keeps_goals(tmp_path):
     assert ds.returns().sum() >= 1  # the planner reached goals
     with pytest.raises(DtdError, match="already exists"):
         collect_maze("umaze", 10, out=out, progress=False)
+    with pytest.raises(DtdError, match="--noise must be >= 0, got nan"):
+        collect_maze("umaze", 10, noise=float("nan"), out=tmp_path / "nan", progress=False)
     sampler_ds = with_goals(ds, "maze", *ds.state_stats())
     assert sampler_ds.goal_dim == 4
 

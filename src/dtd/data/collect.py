@@ -150,7 +150,7 @@ def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path
 
     if steps < 1:
         raise DtdError(f"--steps: must be >= 1, got {steps}")
-    if noise < 0:
+    if not noise >= 0:  # also refuses nan
         raise DtdError(f"--noise: must be >= 0, got {noise}")
     dataset_id = dataset_id or f"dtd/{refscores.env_key(env_id) or 'env'}/collected-v0"
     dest = dataset_destination(dataset_id, out)

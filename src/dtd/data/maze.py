@@ -168,7 +168,7 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
 
     if steps < 1:
         raise DtdError(f"collect-maze: --steps must be >= 1, got {steps}")
-    if noise < 0:
+    if not noise >= 0:  # also refuses nan
         raise DtdError(f"collect-maze: --noise must be >= 0, got {noise}")
     env_id = maze_env_id(layout, "point")
     dataset_id = dataset_id or f"dtd/pointmaze-{layout}/planner-v0"

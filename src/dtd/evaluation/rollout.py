@@ -18,6 +18,7 @@ gives identical returns for the same seeds.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import queue
 import time
@@ -361,6 +362,8 @@ def evaluate(
         warnings.warn("evaluation: workers need the 'fork' start method (not available here); using one process")
         workers = 1
     targets = list(target_returns(env_id) if targets is None else targets)
+    if not all(math.isfinite(t) for t in targets):
+        raise DtdError(f"evaluation: target returns must be finite numbers, got {targets}")
     max_steps = max_ep_len if max_steps is None else max_steps
     goal_fn = ReturnToGo(reward_scale, delayed) if goal_fn is None else goal_fn
     spec = RolloutSpec(

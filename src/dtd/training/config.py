@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -93,6 +94,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check_ranges(self) -> None:
+        """A value out of range is one DtdError before any work starts (a typed field can still be -1 or nan)."""
+        for name, (rule, ok) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise DtdError(f"--{name} must be {rule}, got {value}")
+        if not all(math.isfinite(t) for t in self.eval_targets):
+            raise DtdError(f"--eval_targets must be finite numbers, got {self.eval_targets}")
+
+
+# Allowed values of the numeric fields: (as the error says it, test). nan fails every test.
+_GE0, _GE1, _GT0 = (">= 0", lambda v: v >= 0), (">= 1", lambda v: v >= 1), ("> 0", lambda v: v > 0)
+RANGES = {"context_len": _GE1, "max_ep_len": _GE1, "reward_scale": _GT0, "waypoint": _GE1,
+          "pct_traj": ("in (0, 1]", lambda v: 0 < v <= 1), "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
+          "hidden_size": _GE1, "n_layer": _GE1, "n_head": _GE1, "batch_size": _GE1, "lr": _GT0, "weight_decay": _GE0,
+          "warmup_steps": _GE0, "steps": _GE1, "max_minutes": _GE0, "grad_clip": _GE0, "waypoint_weight": _GE0,
+          "log_every": _GE0, "eval_every": _GE0, "ckpt_every": _GE0, "eval_episodes": _GE0, "eval_max_steps": _GE0,
+          "eval_workers": _GE1, "threads": _GE0}
 
 
 MODEL_FIELDS = ("hidden_size", "n_layer", "n_head", "dropout", "bias", "combiner", "norm_mode",

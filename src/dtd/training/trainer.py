@@ -68,6 +68,7 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progres
             raise DtdError(f"--resume continues the saved config; only {', '.join(RESUMABLE)} may be changed, "
                            f"not {key}")
         setattr(cfg, key, value)
+    cfg.check_ranges()
     if ckpt["step"] >= cfg.steps:
         raise DtdError(f"{run_dir}: already trained for {ckpt['step']} of {cfg.steps} steps (pass --steps N to extend)")
     return _run(cfg, ckpt, False, progress, run_dir=Path(run_dir) if Path(run_dir).is_dir() else path.parents[1])
@@ -86,8 +87,7 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
     from dtd.models import build_model
     from dtd.training.schedule import make_optimizer, make_scheduler
 
-    if cfg.eval_workers < 1:
-        raise DtdError(f"--eval_workers must be >= 1, got {cfg.eval_workers}")
+    cfg.check_ranges()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     dist = ddp.init_distributed(cfg.device)
