@@ -1,6 +1,7 @@
 """Evaluation: return-to-go arithmetic, env lookup, real Hopper-v5 rollouts, batched == naive, `dtd eval`."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -157,7 +158,7 @@ def test_dtd_eval_cli(tmp_path, capsys):
     (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
     (run / "eval.json").write_text('{"keep": true}')
     config = {"env_id": "Hopper-v5", "eval_episodes": 2, "eval_max_steps": 15}
-    ckpt = dict(model=model.state_dict(), model_name="dtd", model_kwargs=dict(state_dim=11, act_dim=3, context_len=4, **TINY),
+    ckpt = dict(model=model.state_dict(), model_name="dtd", model_kwargs=asdict(model.config),
                 state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32), reward_scale=1000.0,
                 config=config, step=123, ref_min_score=0.0, ref_max_score=1000.0)  # fmt: skip
     save_checkpoint(ckpt, run / "checkpoints" / "last.pt")

@@ -243,17 +243,77 @@ def test_trains_on_fixed_batch(name, overrides):
 
 
 def test_parameter_counts_hopper():
-    dtd = build_model("dtd", 11, 3).num_params()
-    assert 2_394_000 <= dtd <= 2_646_000  # the paper's 2.52M within 5%
-    assert dtd == 2_492_419  # the composition written in DecisionTransducer's docstring
-    literal = build_model("dtd", 11, 3, timestep_tables="shared", join_timestep=False).num_params()
-    assert dtd - literal == 5 * 1000 * 128  # 2 more input tables + 3 join tables
-    large = build_model("dt-large", 11, 3).num_params()
-    assert abs(large - dtd) <= 0.15 * dtd
+    dtd = build_model("dtd", 11, 3)
+    assert dtd.num_params() == 1_852_419  # the authors' working model (spec, corrected count)
+    legacy = build_model("dtd", 11, 3, timestep_tables="per_stream", join_timestep=True).num_params()
+    assert legacy - dtd.num_params() == 5 * 1000 * 128  # dtd 0.1: 2 more input tables + 3 join tables
+    large = build_model("dt-large", 11, 3)
+    assert large.num_params() == 1_876_563 and abs(large.num_params() - 1_852_419) <= 0.05 * 1_852_419
     small = build_model("dt-small", 11, 3)
     assert (small.config.n_layer, small.config.n_head, small.config.hidden_size) == (3, 1, 128)
-    assert small.num_params() < large / 2
+    assert small.num_params() == 726_019
+    # "more heads, layers and a higher dimension" than dt-small
+    assert large.config.n_layer > 3 and large.config.n_head > 1 and large.config.hidden_size > 128
     assert build_model("bc", 11, 3).num_params() == 135_427
+
+
+def test_default_dtd_trains_every_parameter():
+    """After one backward pass every parameter of the default DTd has a non-zero gradient: no layer is
+    built and left unused (the authors' class has 663,296 such parameters; we must have none)."""
+    torch.manual_seed(0)
+    model = build_model("dtd", 11, 3)
+    b, k = 8, 20
+    states, goals = torch.randn(b, k, 11), torch.randn(b, k, 1)
+    actions = torch.rand(b, k, 3) * 2 - 1
+    timesteps = torch.randint(0, 1000, (b, 1)) + torch.arange(k)
+    out = model(states, actions, goals, timesteps, mask=torch.ones(b, k))
+    ((out.actions - actions) ** 2).mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+    assert sum(p.numel() for p in model.parameters() if p.grad is not None) == 1_852_419
+
+
+def test_default_dtd_is_the_authors_model():
+    """One shared input timestep table, none at the join; no embedding dropout; no dropout on the goal
+    cross-attention; Xavier as on a packed q/k/v, PyTorch's default biases."""
+    model = build_model("dtd", 11, 3)
+    assert model.time_in.num_embeddings == 1000 and model.time_join is None
+    assert model.drop.p == 0.0
+    assert all(bc.attn.dropout == 0.0 for bc in model.bias_combine.values())
+    assert all(layer.attn.dropout == 0.1 for enc in model.encoders.values() for layer in enc)
+    attn = model.encoders["state"][0].attn
+    h = 128
+    for lin in (attn.q, attn.k, attn.v):  # std of Xavier-normal on a 3H x H matrix: sqrt(2 / 4H) = 0.0625
+        assert abs(lin.weight.std().item() - (2 / (4 * h)) ** 0.5) < 0.004
+        assert torch.all(lin.bias == 0)
+    assert abs(attn.proj.weight.std().item() - (2 / (2 * h)) ** 0.5) < 0.006 and torch.all(attn.proj.bias == 0)
+    ff = model.encoders["state"][0].ff[0]  # a Linear keeps PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)) bias
+    assert ff.bias.abs().max() <= h ** -0.5 and ff.bias.abs().max() > 0.5 * h ** -0.5
+    legacy = build_model("dtd", 11, 3, init="separate_qkv")
+    q = legacy.encoders["state"][0].attn.q
+    assert abs(q.weight.std().item() - (2 / (2 * h)) ** 0.5) < 0.006 and torch.all(q.bias == 0)
+    torch.manual_seed(0)
+    base = build_model("dtd", 11, 3)
+    torch.manual_seed(0)
+    scaled = build_model("dtd", 11, 3, head_init_scale=0.1)
+    assert torch.allclose(scaled.head.weight, 0.1 * base.head.weight)
+    assert torch.allclose(scaled.head.bias, 0.1 * base.head.bias)
+
+
+def test_rebuild_fills_fields_an_old_checkpoint_lacks():
+    """A dtd 0.1 checkpoint stored no embed_dropout / cross_attn_dropout / init: it rebuilds as it trained."""
+    from dtd.models import rebuild_model
+
+    stored = asdict(build_model("dtd", 11, 3, timestep_tables="per_stream", join_timestep=True).config)
+    for key in ("embed_dropout", "cross_attn_dropout", "init", "head_init_scale"):
+        del stored[key]
+    old = rebuild_model("dtd", stored)
+    assert old.num_params() == 2_492_419 and old.drop.p == 0.1 and old.config.init == "separate_qkv"
+    assert all(bc.attn.dropout == 0.1 for bc in old.bias_combine.values())
+    new = rebuild_model("dtd", asdict(build_model("dtd", 11, 3).config))
+    assert new.num_params() == 1_852_419 and new.drop.p == 0.0
+    with pytest.raises(DtdError, match="unknown model"):
+        rebuild_model("gpt", stored)
 
 
 def test_build_model_options_and_rebuild():

@@ -100,12 +100,14 @@ class SequenceSampler:
     def num_steps(self) -> int:
         return int(self.lengths.sum())
 
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         """states (B,K,S), actions (B,K,A), goals (B,K,G), timesteps (B,K) int64, mask (B,K) float32,
-        plus every `add_key` array (B,K,...); padded positions are zero."""
+        plus every `add_key` array (B,K,...); padded positions are zero. ``rng``: draw from it instead
+        of the sampler's own stream (a fixed held-out batch that leaves training's batches unchanged)."""
         K = self.context_len
-        ep = self.rng.choice(len(self.lengths), size=batch_size, p=self.probs)  # (B,)
-        start = (self.rng.random(batch_size) * self.lengths[ep]).astype(np.int64)  # (B,) in [0, len-1]
+        rng = self.rng if rng is None else rng
+        ep = rng.choice(len(self.lengths), size=batch_size, p=self.probs)  # (B,)
+        start = (rng.random(batch_size) * self.lengths[ep]).astype(np.int64)  # (B,) in [0, len-1]
         pos = start[:, None] + np.arange(K)[None, :]  # (B,K) step within the episode
         valid = pos < self.lengths[ep][:, None]  # (B,K) right padding after the episode's end
         flat = np.where(valid, self.offsets[ep][:, None] + pos, 0)  # (B,K) flat index (0 where padded)

@@ -6,7 +6,9 @@ Spec: shared/spec/decision-transducer.md (switch names and defaults are the spec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,7 @@ CHOICES = {
     "combiner": ("c21", "c22", "c23"),
     "norm_mode": ("n0", "n1", "n2", "n3"),
     "timestep_tables": ("per_stream", "shared"),
+    "init": ("authors", "separate_qkv"),
 }
 
 
@@ -56,15 +59,27 @@ class DTdConfig:
     modality_emb: bool = True
     join_all: bool = False
     norm_joint: bool = False
-    timestep_tables: str = "per_stream"  # per_stream | shared
-    join_timestep: bool = True
+    # The options below default to the authors' working model; the other values are dtd 0.1's default
+    # (LEGACY), kept as documented options for the diagnosis in RESULTS.md.
+    timestep_tables: str = "shared"  # shared: one input table for all streams | per_stream: one each
+    join_timestep: bool = False  # add per-modality timestep tables again at the join
+    embed_dropout: bool = False  # dropout on the embedded streams before the encoders
+    cross_attn_dropout: bool = False  # dropout on the goal cross-attention weights of BiasCombine
+    init: str = "authors"  # authors: Xavier-normal as on a packed q/k/v, default biases | separate_qkv
+    head_init_scale: float = 1.0  # the action head's initial weights and bias are multiplied by this
     waypoint_head: bool = False
+
+    # values of the fields above for a config stored by dtd 0.1, which did not store them
+    LEGACY: ClassVar[dict] = {"timestep_tables": "per_stream", "join_timestep": True, "embed_dropout": True,
+                              "cross_attn_dropout": True, "init": "separate_qkv"}
 
     def __post_init__(self) -> None:
         self.bias = BIAS_ALIASES.get(self.bias, self.bias)
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise DtdError(f"dtd model: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.head_init_scale) and self.head_init_scale > 0):
+            raise DtdError(f"dtd model: head_init_scale must be a finite number > 0, got {self.head_init_scale}")
         if self.bias == "b0" and (self.join_all or self.waypoint_head):
             raise DtdError("dtd model: bias b0 has no goal stream, so join_all and waypoint_head are unavailable")
 
@@ -107,28 +122,25 @@ class BiasCombine(nn.Module):
 class DecisionTransducer(SequenceModel):
     """DTd. Predicts a_t from the join output at s_t, which sees s<=t, a<t, g<=t and never a_t.
 
-    Flow per window (B, K): embed each stream (linear + timestep table + modality vector),
-    embedding LayerNorm (norm_mode), dropout; a causal encoder per stream (goal encoder absent
-    under b0); BiasCombine on the state and/or action stream; the join adds absolute time again
-    (per-modality tables), interleaves (s_1, a_1, s_2, ...) or with join_all (g_1, s_1, a_1, ...),
-    optional LayerNorm (norm_joint), causal layer(s); the outputs at the state positions go
-    through Linear + tanh. An optional waypoint head (Linear H -> 2) reads the encoded goal stream.
+    Flow per window (B, K): embed each stream (linear + the shared timestep table + modality vector),
+    embedding LayerNorm (norm_mode); a causal encoder per stream (goal encoder absent under b0);
+    BiasCombine on the state and/or action stream; the join interleaves (s_1, a_1, s_2, ...) or with
+    join_all (g_1, s_1, a_1, ...), optional LayerNorm (norm_joint), causal post-norm layer(s); the
+    outputs at the state positions go through Linear + tanh. An optional waypoint head (Linear H -> 2)
+    reads the encoded goal stream.
 
-    Parameter count, default DTd for Hopper (S 11, A 3, H 128, max_ep_len 1000): 2,492,419.
-      9 encoder layers (3 streams x n_layer 3), pre-norm, 1 head, FF 256: 9 x 132,480 = 1,192,320
-      2 BiasCombine c22 (cross-attn 66,048 + W1, W2 33,024 each + W3 32,896):    2 x 164,992 =   329,984
-      join layer, post-norm, 2 heads, FF 512:                                                    198,272
-      input timestep tables, one per stream (timestep_tables="per_stream"): 3 x 128,000 =    384,000
-      join timestep tables, one per modality (join_timestep=True):           3 x 128,000 =    384,000
+    The default is the authors' working model: 1,852,419 parameters for Hopper (S 11, A 3, H 128,
+    max_ep_len 1000), every one of them trained (their class registers 2,515,715, of which 663,296
+    never get a gradient: copied template layers and unused combiner layers; we build none of them).
+      9 encoder layers (3 streams x n_layer 3), pre-norm, 1 head, FF 256:  9 x 132,480 = 1,192,320
+      2 BiasCombine c22 (cross-attn 66,048 + W1, W2 33,024 each + W3 32,896): 2 x 164,992 = 329,984
+      join layer, post-norm, 2 heads, FF 512:                                              198,272
+      one timestep table (1000 x 128) shared by the three input streams:                   128,000
       embeddings goal 256 + state 1,536 + action 512, modality 384, 3 LayerNorms (n3) 768,
-      action head 387:                                                                          3,843
-    The paper's code reports 2.52M, a few tens of thousands of which sit in layers it builds
-    but never uses; we build no unused layer. Idle for a configuration: the goal rows of the
-    join timestep table unless join_all (128,000 parameters in the default), and the goal
-    modality vector under b0. They stay in one table each so every parameter tensor takes part
-    in every step (DDP needs no find_unused_parameters). The literal reading of the spec (one
-    shared timestep table at the input, none in the join: timestep_tables="shared",
-    join_timestep=False) gives 1,852,419.
+      action head 387:                                                                       3,843
+    dtd 0.1's default (DTdConfig.LEGACY, an ablation row in RESULTS.md) added a timestep table per
+    stream and per-modality tables at the join (+640,000), dropout on the embeddings and on the goal
+    cross-attention, and Xavier on separate q/k/v with zero biases (init separate_qkv).
     Norm modes: n0 none; n1 one shared LayerNorm applied to each stream; n2 one LayerNorm over the
     stacked streams, which normalises each token over H, so it is the same function as n1 (kept as
     its own name for the paper's switch). Normalising a step's modalities jointly would mix a_t
@@ -153,15 +165,16 @@ class DecisionTransducer(SequenceModel):
             self.emb_ln = nn.LayerNorm(h)
         elif cfg.norm_mode == "n3":
             self.emb_ln = nn.ModuleDict({m: nn.LayerNorm(h) for m in streams})
-        self.drop = Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout if cfg.embed_dropout else 0.0)
         self.encoders = nn.ModuleDict(
             {
                 m: nn.ModuleList(Block(h, cfg.n_head, cfg.ff_dim, cfg.dropout, norm_first=True) for _ in range(cfg.n_layer))
                 for m in streams
             }
         )
-        self.bias_combine = nn.ModuleDict({m: BiasCombine(h, cfg.combiner, cfg.dropout) for m in cfg.biased})
-        # join: its own table per modality; the goal rows exist whenever the goal stream does (read under join_all)
+        cross_dropout = cfg.dropout if cfg.cross_attn_dropout else 0.0
+        self.bias_combine = nn.ModuleDict({m: BiasCombine(h, cfg.combiner, cross_dropout) for m in cfg.biased})
+        # join_timestep (dtd 0.1): a table per modality added again at the join; goal rows read under join_all
         self.join_order = MODALITIES if cfg.join_all else ("state", "action")
         self.join_row = {m: i * cfg.max_ep_len for i, m in enumerate(streams)}
         self.time_join = nn.Embedding(len(streams) * cfg.max_ep_len, h) if cfg.join_timestep else None
@@ -171,7 +184,11 @@ class DecisionTransducer(SequenceModel):
         )
         self.head = nn.Linear(h, cfg.act_dim)
         self.waypoint = nn.Linear(h, 2) if cfg.waypoint_head else None
-        init_weights(self, "xavier")
+        init_weights(self, "xavier" if cfg.init == "separate_qkv" else "authors")
+        if cfg.head_init_scale != 1.0:  # a smaller start keeps tanh out of saturation (RESULTS.md diagnosis)
+            with torch.no_grad():
+                for p in self.head.parameters():
+                    p.mul_(cfg.head_init_scale)
 
     def forward(
         self,

@@ -29,6 +29,7 @@ M = N x K (or 2K, 3K) rows, large enough for evaluation's K = 20.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -250,15 +251,30 @@ class Block(nn.Module):
 
 
 def init_weights(module: nn.Module, scheme: str = "xavier") -> None:
-    """Weight matrices (linear and embedding tables): Xavier-normal ("xavier", the DTd spec) or
-    N(0, 0.02) ("gpt2", the original DT); biases zero; LayerNorms keep their ones/zeros."""
+    """Initialise every weight matrix (linear layers and embedding tables) and bias.
+
+    "authors": the DTd authors' code: Xavier-normal on every matrix, where their attention holds q, k
+    and v as one packed 3H x H matrix, so each of our q/k/v gets that matrix's smaller std
+    sqrt(2 / (H + 3H)); biases as PyTorch initialises them (linear layers U(+-1/sqrt(fan_in)),
+    attention projections 0, as ``nn.MultiheadAttention`` sets them).
+    "xavier" (dtd 0.1's DTd): Xavier-normal on each matrix, q/k/v separately, all biases zero.
+    "gpt2" (the original DT): N(0, 0.02) on each matrix, all biases zero.
+    LayerNorms keep their ones and zeros.
+    """
     for name, p in module.named_parameters():
         if isinstance(_owner(module, name), nn.LayerNorm):
             continue
         if p.dim() >= 2:
-            nn.init.xavier_normal_(p) if scheme == "xavier" else nn.init.normal_(p, 0.0, 0.02)
-        elif name.endswith("bias"):
+            nn.init.normal_(p, 0.0, 0.02) if scheme == "gpt2" else nn.init.xavier_normal_(p)
+        elif name.endswith("bias") and scheme != "authors":
             nn.init.zeros_(p)
+    if scheme == "authors":
+        for attn in (m for m in module.modules() if isinstance(m, CausalAttention)):
+            for linear in (attn.q, attn.k, attn.v):
+                fan_out, fan_in = linear.weight.shape
+                nn.init.normal_(linear.weight, 0.0, math.sqrt(2.0 / (fan_in + 3 * fan_out)))
+            for linear in (attn.q, attn.k, attn.v, attn.proj):
+                nn.init.zeros_(linear.bias)
 
 
 def _owner(root: nn.Module, param_name: str) -> nn.Module:

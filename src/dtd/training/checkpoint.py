@@ -83,11 +83,11 @@ def find_checkpoint(run_dir: str | Path) -> Path:
 
 def load_run(run_dir: str | Path, map_location: str = "cpu"):
     """(model in eval mode, checkpoint dict) of a run folder's last checkpoint (or a checkpoint path)."""
-    from dtd.models import build_model
+    from dtd.models import rebuild_model
 
     path = find_checkpoint(run_dir)
     ckpt = load_checkpoint(path, map_location)
-    model = build_model(ckpt["model_name"], **ckpt["model_kwargs"])
+    model = rebuild_model(ckpt["model_name"], ckpt["model_kwargs"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

@@ -72,6 +72,7 @@ class TrainConfig:
     eval_targets: list[float] = field(default_factory=list)  # empty = the task's targets from the spec
     eval_max_steps: int = 0  # cap on episode length at evaluation; 0 = max_ep_len
     eval_untrained: bool = True  # evaluate the freshly initialised model too (step 0)
+    probe_steps: list[int] = field(default_factory=list)  # log the shuffled-input probe at these steps
     eval_workers: int = 1  # CPU processes sharing the episodes (forked); 2 on 2 cores: ~1.3x the env steps/s
     # --- run ---
     seed: int = 0
@@ -101,6 +102,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not ok(value):
                 raise DtdError(f"--{name} must be {rule}, got {value}")
+        if any(s < 1 for s in self.probe_steps):
+            raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
         if not all(math.isfinite(t) for t in self.eval_targets):
             raise DtdError(f"--eval_targets must be finite numbers, got {self.eval_targets}")
 

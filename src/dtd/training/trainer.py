@@ -84,7 +84,8 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
     from dtd.data.loaders import check_env_compat, load_dataset
     from dtd.data.sampler import SequenceSampler
     from dtd.evaluation import goals
-    from dtd.models import build_model
+    from dtd.models import build_model, rebuild_model
+    from dtd.training.probe import probe_batch, shuffle_probe
     from dtd.training.schedule import make_optimizer, make_scheduler
 
     cfg.check_ranges()
@@ -120,8 +121,12 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
         random.seed(cfg.seed + dist.rank)
         np.random.seed(cfg.seed + dist.rank)
         torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
-        model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
-                            cfg.context_len, **cfg.model_overrides()).to(device)
+        if ckpt is None:
+            model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
+                                cfg.context_len, **cfg.model_overrides())
+        else:  # the model the run was started with, whatever today's defaults are
+            model = rebuild_model(ckpt["model_name"], ckpt["model_kwargs"])
+        model = model.to(device)
         model_kwargs = _model_kwargs(model)
         optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
         scheduler = make_scheduler(optimizer, cfg.warmup_steps)
@@ -177,6 +182,8 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
                 shutil.copyfile(folder / ckpt_io.LAST, tmp)
                 os.replace(tmp, folder / f"step_{step:07d}.pt")
 
+        probe = probe_batch(sampler, cfg.seed, device) if cfg.probe_steps and dist.is_main else None
+
         if start == 0 and cfg.eval_untrained:
             evaluate_now(0)
 
@@ -221,6 +228,8 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
                 log.train(step, loss_sum / loss_n, lr, sps)
                 bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{sps:.0f}")
                 loss_sum, loss_n, steps_log, t_log = 0.0, 0, 0, t_pause
+            if probe is not None and step in cfg.probe_steps:
+                log.probe(step, shuffle_probe(model, probe, masked_mse))
             if (cfg.eval_every and step % cfg.eval_every == 0) or last:
                 bar.clear()
                 net.eval()
@@ -358,6 +367,13 @@ class _Logger:
         self.tb.add_scalar("train/loss", loss, step)
         self.tb.add_scalar("train/lr", lr, step)
         self.tb.add_scalar("train/samples_per_s", samples_per_s, step)
+
+    def probe(self, step: int, losses: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._write({"step": step, "probe": losses})
+        for key, value in losses.items():
+            self.tb.add_scalar(f"probe/{key}", value, step)
 
     def eval(self, step: int, out: dict) -> None:
         if not self.enabled:
