@@ -130,7 +130,7 @@ class Policy:
 
     def _check_obs(self, obs: Any) -> tuple[bool, np.ndarray]:
         try:
-            x = np.asarray(obs, dtype=np.float32)
+            x = np.asarray(obs, dtype=np.float64)  # as the env gives it: normalised exactly as the evaluation engine does
         except (TypeError, ValueError) as exc:
             raise DtdError(f"policy: observation is not numeric ({exc})") from None
         single = x.ndim == 1
