@@ -46,6 +46,7 @@ def test_result_has_every_section(tiny_result):
         assert bf16["bf16"] is True and bf16["compile_mode"] is None and bf16["samples_per_s"] > 0
     assert set(r["profile"]["phases_ms"]) == {"sample", "to_tensor", "forward", "backward", "clip", "optimizer"}
     assert r["profile"]["op_categories_ms"]["matmul"] > 0
+    assert list(r["profiles"]) == ["3"] and r["profiles"]["3"] is r["profile"]
     assert {"n1", "n2", "n3"} <= set(r["inference"]) and r["inference"]["flops_per_window"] > 0
     assert r["inference"]["n3"]["fraction_of_matmul_ceiling"] > 0
     assert "speedup_vs_authors" not in r["eval"] and "speedup_vs_authors" not in json.dumps(r)

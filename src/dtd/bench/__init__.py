@@ -12,8 +12,9 @@ Sections of the result (all JSON-ready):
   model FLOPs per step (FlopCounterMode) and the fraction of the matmul ceiling reached;
 - ``headline``: the figures the docs quote: per preset and batch size the fast path's samples/s and
   ``fraction_of_matmul_ceiling``, and the evaluation curve's env steps/s per N with its checks;
-- ``profile``: where a training step's time goes (sampling, forward, backward, clip, optimiser, and
-  per-op-category self time from torch.profiler: attention, matmul, norm, optimiser, other ops, Python);
+- ``profiles``: per batch size of the first preset, where a training step's time goes (sampling, forward,
+  backward, clip, optimiser, and per-op-category self time from torch.profiler: attention, matmul, norm,
+  optimiser, other ops, Python, and the top ops); ``profile`` is the largest batch's;
 - ``sampler``: the cost of one training batch from ``SequenceSampler``;
 - ``inference``: latency of one batched ``act`` call for each N of the curve, and act's FLOPs per window;
 - ``eval``: the evaluation curve: env steps/s with N episodes together for each N (``--eval-episodes``),
@@ -88,7 +89,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         if job[0] == "train":
             result["train"].append(bench_train(cfg, job[1], job[2], ceiling))
         elif job[0] == "profile":
-            result["profile"] = bench_profile(cfg, cfg.presets[0], max(cfg.batch_sizes), sampler)
+            result["profiles"] = {str(b): bench_profile(cfg, cfg.presets[0], b, sampler)
+                                  for b in sorted(set(cfg.batch_sizes))}  # fmt: skip
+            result["profile"] = result["profiles"][str(max(cfg.batch_sizes))]
         elif job[0] == "sampler":
             result["sampler"] = bench_sampler(cfg, sampler, batch_size=4 if cfg.tiny else 256)
         elif job[0] == "inference":
