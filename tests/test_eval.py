@@ -9,7 +9,7 @@ import torch
 
 from dtd.cli import main
 from dtd.errors import DtdError
-from dtd.evaluation.envs import ReturnToGo, make_env, target_returns
+from dtd.evaluation.envs import ReturnToGo, make_env, make_vector_env, target_returns
 from dtd.evaluation.rollout import evaluate, evaluate_reference
 from dtd.models import build_model
 
@@ -109,17 +109,64 @@ def test_batched_equals_reference():
     assert len(set(lengths)) > 1  # episodes ended at different steps: the shrinking batch was exercised
 
 
+class Recording(ReturnToGo):
+    """The return-to-go, noting how many rows each call gets."""
+
+    def __init__(self):
+        super().__init__(1000.0)
+        self.reset_rows, self.update_rows = [], []
+
+    def reset(self, target, obs):
+        self.reset_rows.append((target, len(obs)))
+        return super().reset(target, obs)
+
+    def update(self, goal, reward, next_obs):
+        self.update_rows.append(len(goal))
+        return super().update(goal, reward, next_obs)
+
+
+def test_all_targets_in_one_rollout(monkeypatch):
+    """Targets x episodes run as one vector env, and each target's episodes are exactly those of a batch
+    of its own (today's per-target rollout) and of the one-at-a-time reference, in float32."""
+    import dtd.evaluation.rollout as rollout
+
+    made = []
+
+    def spy(env_id, num_envs, *args, **kw):
+        made.append(num_envs)
+        return make_vector_env(env_id, num_envs, *args, **kw)
+
+    model, kw = tiny_dtd(), settings(episodes=3, max_steps=80)
+    monkeypatch.setattr(rollout, "make_vector_env", spy)
+    goal = Recording()
+    together = evaluate(model, "Hopper-v5", [3600, 1800], goal_fn=goal, **kw)
+    assert made == [6]  # one rollout of 2 targets x 3 episodes
+    assert goal.reset_rows == [(3600.0, 3), (1800.0, 3)] and set(goal.update_rows) == {3}  # a call per target
+    alone = {key: evaluate(model, "Hopper-v5", [float(key)], **kw)["targets"][key] for key in ("3600", "1800")}
+    assert made == [6, 3, 3]
+    naive = evaluate_reference(model, "Hopper-v5", [3600, 1800], **kw)
+    lengths = []
+    for key in ("3600", "1800"):
+        t = together["targets"][key]
+        assert t == alone[key]  # the whole per-target summary: returns, lengths, scores
+        assert t["returns"] == naive["targets"][key]["returns"] and t["lengths"] == naive["targets"][key]["lengths"]
+        lengths += t["lengths"]
+    assert len(set(lengths)) > 1  # episodes ended at different steps: the shrinking batch was exercised
+    assert together["env_steps"] == sum(lengths) and together["episodes"] == 3
+
+
 def test_workers_equal_one_process():
-    """Episodes split over 2 forked processes: the same returns, lengths and order as one process."""
+    """The targets x episodes split over forked processes, a split inside a target included: the same
+    returns, lengths and order as one process."""
     model = tiny_dtd(torch.float64)
     kw = settings(episodes=5, max_steps=60)
     one = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
-    two = evaluate(model, "Hopper-v5", [3600, 1800], workers=2, **kw)
-    assert two["workers"] == 2 and one["workers"] == 1
+    three = evaluate(model, "Hopper-v5", [3600, 1800], workers=3, **kw)  # 10 episodes: 3 + 4 + 3
+    assert three["workers"] == 3 and one["workers"] == 1
     for key in ("3600", "1800"):
-        assert two["targets"][key]["returns"] == one["targets"][key]["returns"]
-        assert two["targets"][key]["lengths"] == one["targets"][key]["lengths"]
-    assert two["env_steps"] == one["env_steps"]
+        assert three["targets"][key]["returns"] == one["targets"][key]["returns"]
+        assert three["targets"][key]["lengths"] == one["targets"][key]["lengths"]
+    assert three["env_steps"] == one["env_steps"]
 
 
 def test_worker_failure_is_one_error():
@@ -131,6 +178,8 @@ def test_worker_failure_is_one_error():
         evaluate(Broken(), "Hopper-v5", [3600], workers=2, **settings(episodes=2))
     with pytest.raises(DtdError, match="workers must be >= 1"):
         evaluate(tiny_dtd(), "Hopper-v5", [3600], workers=0, **settings())
+    with pytest.raises(DtdError, match="no target returns"):
+        evaluate(tiny_dtd(), "Hopper-v5", [], **settings())
 
 
 def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():

@@ -1,5 +1,7 @@
 """`dtd bench`: training and evaluation throughput on this machine, with the naive paths timed beside
-the fast ones in the same process, so every run reports its speed-ups as measured ratios.
+the fast ones in the same process, so every run reports its speed-ups as measured ratios. (The
+authors' code is not shipped, so no ratio against it is computed here: BENCHMARKS.md gives the
+side-by-side figures measured outside this tool.)
 
 Sections of the result (all JSON-ready):
 - ``machine``: CPU, cores, torch version, threads, git commit, date, load average before/after;
@@ -8,15 +10,17 @@ Sections of the result (all JSON-ready):
   shape, median over timed steps after warm-up; the fast path (fused SDPA, the trainer's fused AdamW, grads
   set to None) and the reference path (explicit masks and attention weights, per-tensor AdamW, zeroed grads);
   model FLOPs per step (FlopCounterMode) and the fraction of the matmul ceiling reached;
-- ``profile``: where a training step's time goes (sampling, forward, backward, clip, optimiser, and
-  per-op-category self time from torch.profiler: attention, matmul, norm, optimiser, other ops, Python);
+- ``headline``: the figures the docs quote: per preset and batch size the fast path's samples/s and
+  ``fraction_of_matmul_ceiling``, and the evaluation curve's env steps/s per N with its checks;
+- ``profiles``: per batch size of the first preset, where a training step's time goes (sampling, forward,
+  backward, clip, optimiser, and per-op-category self time from torch.profiler: attention, matmul, norm,
+  optimiser, other ops, Python, and the top ops); ``profile`` is the largest batch's;
 - ``sampler``: the cost of one training batch from ``SequenceSampler``;
-- ``inference``: latency of one batched ``act`` call for 1 and N windows;
-- ``eval``: env steps/s of evaluation for 1 and N environments, batched vector-env path vs the
-  reference path of ``dtd.evaluation.rollout`` (one episode at a time, window rebuilt every step),
-  the batched path over an async vector env, the N episodes split over ``eval_workers`` processes,
-  the raw vector-env step rate (the limit),
-  and whether every path gave identical returns;
+- ``inference``: latency of one batched ``act`` call for each N of the curve, and act's FLOPs per window;
+- ``eval``: the evaluation curve: env steps/s with N episodes together for each N (``--eval-episodes``),
+  one process and split over ``eval_workers`` processes (and over an async vector env for small N),
+  the raw vector-env step rate (the simulator's limit), and the one-at-a-time reference path
+  (``dtd.evaluation.rollout``) whose returns every N's first episodes must equal exactly;
 - ``memory``: peak resident memory during a training run and during an evaluation, and its growth;
 - ``train[i]["ddp"]`` (``--ddp N``): the same step data-parallel over N one-thread gloo processes;
 - ``train[i]["variants"]`` (``--variants``; by default on a GPU): the fast step under bf16 autocast,
@@ -49,8 +53,12 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
 
     if not cfg.presets or not cfg.batch_sizes:
         raise DtdError("bench: need at least one preset and one batch size")
-    if min(cfg.batch_sizes) < 1 or cfg.steps < 1 or cfg.episodes < 1 or cfg.eval_workers < 1:
-        raise DtdError("bench: batch sizes, steps, episodes and eval workers must be >= 1")
+    if not cfg.eval_episodes:
+        raise DtdError("bench: need at least one number of evaluation episodes")
+    if (min(cfg.batch_sizes) < 1 or cfg.steps < 1 or min(cfg.eval_episodes) < 1 or cfg.reference_episodes < 1
+            or cfg.eval_workers < 1):
+        raise DtdError("bench: batch sizes, steps, evaluation episodes, reference episodes and eval workers "
+                       "must be >= 1")
     for variant in cfg.variants:
         parse_variant(variant)  # one clear error before any timing
     if cfg.device != "cpu":
@@ -81,11 +89,13 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         if job[0] == "train":
             result["train"].append(bench_train(cfg, job[1], job[2], ceiling))
         elif job[0] == "profile":
-            result["profile"] = bench_profile(cfg, cfg.presets[0], max(cfg.batch_sizes), sampler)
+            result["profiles"] = {str(b): bench_profile(cfg, cfg.presets[0], b, sampler)
+                                  for b in sorted(set(cfg.batch_sizes))}  # fmt: skip
+            result["profile"] = result["profiles"][str(max(cfg.batch_sizes))]
         elif job[0] == "sampler":
             result["sampler"] = bench_sampler(cfg, sampler, batch_size=4 if cfg.tiny else 256)
         elif job[0] == "inference":
-            result["inference"] = bench_inference(cfg, cfg.presets[0])
+            result["inference"] = bench_inference(cfg, cfg.presets[0], ceiling)
         else:
             result["eval"] = bench_eval(cfg, cfg.presets[0])
         bar.update()
@@ -93,14 +103,34 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     result["memory"] = {
         "train_peak_mb": max(r[p]["memory"]["peak_mb"] for r in result["train"] for p in ("fast", "reference")
                              if p in r),
-        "eval_peak_mb": max(result["eval"][k][p]["memory"]["peak_mb"] for k in result["eval"]
-                            if k.startswith("n") and isinstance(result["eval"][k], dict)
-                            for p in ("batched", "reference") if p in result["eval"][k]),
+        "eval_peak_mb": max([result["eval"][f"n{n}"]["batched"]["memory"]["peak_mb"] for n in result["eval"]["episodes"]]
+                            + ([result["eval"]["reference"]["memory"]["peak_mb"]] if "reference" in result["eval"]
+                               else [])),
         "process_start_mb": round(rss_start, 1),
         "process_maxrss_mb": round(maxrss_mb(), 1),
     }  # fmt: skip
+    result["headline"] = headline(result)
     result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return result
+
+
+def headline(result: dict) -> dict:
+    """The figures the docs quote, in one place: training samples/s and fraction of the matmul ceiling per
+    preset and batch size (e.g. ``train["dtd_b64"]``), evaluation env steps/s per N and its checks."""
+    ev = result["eval"]
+    return {
+        "matmul_ceiling_gflops": result["matmul"]["square_gflops"],
+        "train": {f"{r['preset']}_b{r['batch_size']}": {
+            "samples_per_s": r["fast"]["samples_per_s"],
+            "fraction_of_matmul_ceiling": r["fast"]["fraction_of_matmul_ceiling"]} for r in result["train"]},
+        "eval": {str(n): {
+            "env_steps_per_s": ev[f"n{n}"]["batched"]["env_steps_per_s"],
+            "workers_env_steps_per_s": ev[f"n{n}"].get("workers", {}).get("env_steps_per_s"),
+            "env_only_env_steps_per_s": ev[f"n{n}"]["env_only"]["env_steps_per_s"],
+            "returns_identical": ev[f"n{n}"].get("returns_identical"),
+            "reference_checked": ev[f"n{n}"].get("reference_checked", 0)} for n in ev["episodes"]},
+        "eval_all_returns_identical": ev["all_returns_identical"],
+    }  # fmt: skip
 
 
 def write_json(result: dict, path: str | Path) -> Path:
@@ -135,25 +165,25 @@ def summary(result: dict) -> str:
             d = r["ddp"]
             lines.append(f"    ddp {d['processes']} x 1 thread, {d['batch_per_process']} each: "
                          f"{d['samples_per_s']:7.0f} samples/s ({d['ms_per_step']:.0f} ms/step)")
-    s = result["sampler"]
+    s, inf = result["sampler"], result["inference"]
     lines.append(f"sampler {s['batch_size']}x{s['context_len']}: {s['ms_per_batch']:.2f} ms/batch")
-    for k, v in result["inference"].items():
-        if k != "preset":
-            lines.append(f"act {k}: {v['ms_per_call']:.2f} ms/call")
+    lines.append(f"act: {inf['flops_per_window'] / 1e6:.1f} MFLOP per window")
     ev = result["eval"]
-    for k, row in ev.items():
-        if k.startswith("n") and isinstance(row, dict):
-            ref = (f", reference {row['reference']['env_steps_per_s']:.0f} (x{row['speedup_vs_reference']:.1f}, "
-                   f"max return diff {row['returns_max_abs_diff']:.1e})") if "reference" in row else ""
-            lines.append(f"eval {k}: batched {row['batched']['env_steps_per_s']:.0f} env steps/s{ref}; "
-                         f"env alone {row['env_only']['env_steps_per_s']:.0f}")  # fmt: skip
-            for path in ("async", "workers"):
-                if path in row:
-                    label = "async vector env" if path == "async" else f"{row[path]['workers']} worker processes"
-                    lines.append(f"    {label}: {row[path]['env_steps_per_s']:.0f} env steps/s, "
-                                 f"returns identical: {row[path + '_returns_identical']}")
-    if "speedup_n_vs_one_at_a_time" in ev:
-        lines.append(f"eval: {result['config']['episodes']} together vs one at a time: x{ev['speedup_n_vs_one_at_a_time']:.1f}")
+    if "reference" in ev:
+        r = ev["reference"]
+        lines.append(f"eval one at a time ({r['episodes']} episodes): {r['env_steps_per_s']:.0f} env steps/s")
+    for n in ev["episodes"]:
+        row = ev[f"n{n}"]
+        ref = (f"; first {row['reference_checked']} returns identical to one at a time: {row['returns_identical']}"
+               if "reference_checked" in row else "")
+        act = f", act {inf[f'n{n}']['ms_per_call']:.1f} ms" if f"n{n}" in inf else ""
+        lines.append(f"eval N={n:>3}: {row['batched']['env_steps_per_s']:6.0f} env steps/s together{ref}; "
+                     f"env alone {row['env_only']['env_steps_per_s']:.0f}{act}")  # fmt: skip
+        for path in ("async", "workers"):
+            if path in row:
+                label = "async vector env" if path == "async" else f"{row[path]['workers']} worker processes"
+                lines.append(f"    {label}: {row[path]['env_steps_per_s']:.0f} env steps/s, "
+                             f"returns identical: {row[path + '_returns_identical']}")
     mem = result["memory"]
     lines.append(f"peak RSS: training {mem['train_peak_mb']:.0f} MB, evaluation {mem['eval_peak_mb']:.0f} MB")
     return "\n".join(lines)

@@ -22,9 +22,6 @@ TINY_OVERRIDES = {
     "dt-large": dict(hidden_size=16, n_layer=1, n_head=2),
     "bc": dict(hidden_size=16, n_layer=1),
 }
-# the authors' code on this kind of machine (issue #7): default DTd, samples/s per batch size
-AUTHORS_SAMPLES_PER_S = {64: 130.0, 256: 139.0}
-AUTHORS_EVAL_STEPS_PER_S = 70.0
 
 
 @dataclass
@@ -33,7 +30,9 @@ class BenchConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [64, 256])
     steps: int = 10  # timed training steps per (preset, batch size), after `warmup`
     warmup: int = 3
-    episodes: int = 10  # N environments evaluated together
+    # the evaluation curve: N episodes together, for each N (and `act` on N windows)
+    eval_episodes: list[int] = field(default_factory=lambda: [1, 10, 20, 50, 100])
+    reference_episodes: int = 10  # episodes of the one-at-a-time path, the check of every N's first ones
     eval_max_steps: int = 200  # cap per evaluation episode
     env_id: str = "Hopper-v5"
     state_dim: int = 11  # Hopper's; the random-tensor training benchmark needs no dataset
@@ -43,7 +42,7 @@ class BenchConfig:
     threads: int | None = None  # torch threads; None keeps torch's default
     run: str | None = None  # a trained run folder: evaluation uses its model (full-length episodes)
     naive: bool = True  # also time the reference paths (the speed-up ratios)
-    eval_workers: int = 2  # also time evaluation with the N episodes split over this many processes (1: skip)
+    eval_workers: int = 2  # also time each N split over this many processes (1: skip)
     ddp: int = 0  # also time data-parallel training: this many processes, 1 thread each, batch split
     device: str = "cpu"  # cpu | cuda[:N]: where training steps, `act` and evaluation's model run
     variants: list[str] = field(default_factory=list)  # extra training variants (bench.train.parse_variant), e.g. bf16, compile
@@ -51,8 +50,8 @@ class BenchConfig:
 
     @classmethod
     def tiny_config(cls, **kw) -> "BenchConfig":
-        base = dict(batch_sizes=[4], steps=2, warmup=1, episodes=2, eval_max_steps=8, max_ep_len=50,
-                    context_len=5, tiny=True)  # fmt: skip
+        base = dict(batch_sizes=[4], steps=2, warmup=1, eval_episodes=[1, 2], reference_episodes=2,
+                    eval_max_steps=8, max_ep_len=50, context_len=5, tiny=True)  # fmt: skip
         return cls(**{**base, **kw})
 
     def overrides(self, preset: str) -> dict:

@@ -1,5 +1,5 @@
-"""Inference and evaluation throughput: the sampler, batched ``act`` latency, the vector env alone and
-evaluation batched vs one episode at a time vs split over worker processes."""
+"""Inference and evaluation throughput: the sampler, batched ``act`` latency per N, the vector env alone
+and the evaluation curve over N (batched, split over worker processes, one episode at a time)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from dtd.bench.common import AUTHORS_EVAL_STEPS_PER_S, BenchConfig, PeakRSS, build_preset, median_time, random_batch
+from dtd.bench.common import BenchConfig, PeakRSS, build_preset, median_time, random_batch
 
 def synthetic_dataset(cfg: BenchConfig, episodes: int = 50, length: int = 400, seed: int = 0):
     """Random episodes with the benchmark's dimensions: the sampler's cost needs no real data."""
@@ -31,20 +31,30 @@ def bench_sampler(cfg: BenchConfig, sampler, batch_size: int = 256) -> dict:
             "samples_per_s": batch_size / sec}  # fmt: skip
 
 
-def bench_inference(cfg: BenchConfig, preset: str = "dtd") -> dict:
-    """Latency of one batched ``act`` call (eval mode, full windows) for 1 and N windows."""
+def bench_inference(cfg: BenchConfig, preset: str = "dtd", ceiling_gflops: float | None = None) -> dict:
+    """Latency of one batched ``act`` call (eval mode, full windows) for each N of the evaluation curve,
+    and its FLOPs per window: N / latency is what the model alone allows evaluation with N episodes."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
     model = build_preset(cfg, preset).eval()
-    out = {"preset": preset}
-    for n in sorted({1, cfg.episodes}):
+
+    def call(n: int):
         b = random_batch(cfg, n)
-        lengths = torch.full((n,), cfg.context_len)
-        args = (b["states"], b["actions"], b["goals"], b["timesteps"], lengths)
+        args = (b["states"], b["actions"], b["goals"], b["timesteps"], torch.full((n,), cfg.context_len))
+        return lambda: model.act(*args)
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        call(1)()
+    flops = int(counter.get_total_flops())  # per window: act's products run row by row (batch-invariant)
+    out: dict = {"preset": preset, "flops_per_window": flops}
+    for n in sorted(set(cfg.eval_episodes)):
         with torch.inference_mode():
-            sec = median_time(lambda: model.act(*args), max(cfg.steps * 3, 5), warmup=2, sync=cfg.sync)
-        out[f"n{n}"] = {"ms_per_call": sec * 1e3, "windows_per_s": n / sec}
+            sec = median_time(call(n), max(cfg.steps * 3, 5), warmup=2, sync=cfg.sync)
+        out[f"n{n}"] = {"ms_per_call": sec * 1e3, "windows_per_s": n / sec, "gflops": n * flops / sec / 1e9}
+        if ceiling_gflops:
+            out[f"n{n}"]["fraction_of_matmul_ceiling"] = n * flops / sec / 1e9 / ceiling_gflops
     return out
 
 
@@ -69,14 +79,21 @@ def bench_env_steps(cfg: BenchConfig, n: int, steps: int = 200) -> dict:
     return {"num_envs": n, "env_steps_per_s": n * steps / sec}
 
 
-def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
-    """Evaluation env steps/s: batched (sync vector env, one model call per step; also over an async
-    vector env and split over worker processes) vs the reference loop.
+ASYNC_MAX_ENVS = 10  # the async vector env forks a process per episode: timed up to this N only
 
-    With ``cfg.run`` the run's trained model is evaluated with its checkpoint's settings (full-length
-    episodes, the realistic case); otherwise an untrained ``preset`` (same per-step model cost, but
-    Hopper episodes end after a few dozen steps, so resets weigh more). Both paths run the same
-    seeds, so their returns must match exactly.
+
+def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
+    """The evaluation curve: env steps/s with N episodes together, for each N in ``cfg.eval_episodes``
+    (one sync vector env and one model call per step; also split over worker processes, and over an
+    async vector env for small N), beside the vector env alone (the simulator's limit).
+
+    Every N's episodes start with seeds 0, 1, ..., so the first ones are the same episodes for every
+    N: the one-at-a-time reference path runs ``cfg.reference_episodes`` of them once, and each N's
+    first min(N, reference_episodes) returns must equal them exactly (``reference_checked`` says how
+    many were compared). With ``cfg.run`` the run's trained model is evaluated with its checkpoint's
+    settings at its first target (full-length episodes, the realistic case); otherwise an untrained
+    ``preset`` (same per-step model cost, but Hopper episodes end after a few dozen steps, so resets
+    weigh more).
     """
     import torch
 
@@ -89,11 +106,10 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
         model, ckpt = load_run(cfg.run, map_location=cfg.device)
         preset = ckpt["model_name"]
         env_id = (ckpt.get("config") or {}).get("env_id") or cfg.env_id
-        targets = list((ckpt.get("config") or {}).get("eval_targets") or [target])[:1]
-        target = float(targets[0])
+        target = float(((ckpt.get("config") or {}).get("eval_targets") or [target])[0])
 
         def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
-            return evaluate_run(model, ckpt, episodes=n, targets=targets, seed=0, progress=False, device=cfg.device,
+            return evaluate_run(model, ckpt, episodes=n, targets=[target], seed=0, progress=False, device=cfg.device,
                                 batched=batched, max_steps=cfg.eval_max_steps, workers=workers,
                                 vector=vector)  # fmt: skip
     else:
@@ -108,41 +124,44 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
             return evaluate(model, env_id, episodes=n, batched=batched, workers=workers, vector=vector, **common)
 
     key = f"{target:g}"
-    out: dict = {"env_id": env_id, "preset": preset, "run": cfg.run, "max_steps": cfg.eval_max_steps}
-    for n in sorted({1, cfg.episodes}):
-        row = {}
-        paths = [("batched", True, 1, "sync")] + ([("reference", False, 1, "sync")] if cfg.naive else [])
-        if n > 1:  # the same batched loop over an async vector env (one subprocess per env)
-            paths.append(("async", True, 1, "async"))
+
+    def timed(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
+        with PeakRSS() as mem:  # the parent's memory: workers share its pages until they write
+            res = run_eval(n, batched, workers, vector)
+        return {"episodes": n, "env_steps": res["env_steps"], "seconds": res["seconds"],
+                "env_steps_per_s": res["env_steps_per_s"], "memory": mem.result(),
+                "returns": res["targets"][key]["returns"], "mean_length": float(np.mean(res["targets"][key]["lengths"])),
+                "workers": res["workers"]}  # fmt: skip
+
+    ns = sorted(set(cfg.eval_episodes))
+    out: dict = {"env_id": env_id, "preset": preset, "run": cfg.run, "target": target, "max_steps": cfg.eval_max_steps,
+                 "episodes": ns}  # fmt: skip
+    ref = None
+    if cfg.naive:  # one at a time: the first episodes every N shares
+        ref = out["reference"] = timed(min(cfg.reference_episodes, max(ns)), batched=False)
+    checks = []
+    for n in ns:
+        row = {"batched": timed(n, True)}
+        if 1 < n <= ASYNC_MAX_ENVS:
+            row["async"] = timed(n, True, vector="async")
         if n > 1 and cfg.eval_workers > 1 and cfg.device == "cpu":  # forked workers run on the CPU
-            paths.append(("workers", True, cfg.eval_workers, "sync"))
-        for name, batched, workers, vector in paths:
-            with PeakRSS() as mem:  # the parent's memory: workers share its pages until they write
-                res = run_eval(n, batched, workers, vector)
-            row[name] = {"env_steps": res["env_steps"], "seconds": res["seconds"],
-                         "env_steps_per_s": res["env_steps_per_s"], "memory": mem.result(),
-                         "returns": res["targets"][key]["returns"],
-                         "mean_length": float(np.mean(res["targets"][key]["lengths"])),
-                         "workers": res["workers"]}  # fmt: skip
-        if cfg.naive:
-            diff = np.abs(np.subtract(row["batched"]["returns"], row["reference"]["returns"]))
+            row["workers"] = timed(n, True, workers=cfg.eval_workers)
+        if ref is not None:
+            k = min(n, ref["episodes"])
+            diff = np.abs(np.subtract(row["batched"]["returns"][:k], ref["returns"][:k]))
+            row["reference_checked"] = k
             row["returns_identical"] = bool(np.all(diff == 0))
             row["returns_max_abs_diff"] = float(diff.max())
-            row["speedup_vs_reference"] = row["batched"]["env_steps_per_s"] / row["reference"]["env_steps_per_s"]
+            row["speedup_vs_reference"] = row["batched"]["env_steps_per_s"] / ref["env_steps_per_s"]
+            checks.append(row["returns_identical"])
         for path in ("async", "workers"):
             if path in row:
                 diff = np.abs(np.subtract(row[path]["returns"], row["batched"]["returns"]))
                 row[f"{path}_returns_identical"] = bool(np.all(diff == 0))
                 row[f"{path}_returns_max_abs_diff"] = float(diff.max())
-        if "workers" in row and cfg.naive:
-            row["workers_speedup_vs_reference"] = row["workers"]["env_steps_per_s"] / row["reference"]["env_steps_per_s"]
-        row["env_only"] = bench_env_steps(cfg, n, steps=max(cfg.eval_max_steps, 10))
+                checks.append(row[f"{path}_returns_identical"])
+        row["best_env_steps_per_s"] = max(row[p]["env_steps_per_s"] for p in ("batched", "workers") if p in row)
+        row["env_only"] = bench_env_steps(cfg, n, steps=max(10, min(cfg.eval_max_steps, 200)))
         out[f"n{n}"] = row
-    n = cfg.episodes
-    if cfg.naive:  # the headline: N episodes together vs the same N one at a time
-        out["speedup_n_vs_one_at_a_time"] = out[f"n{n}"]["speedup_vs_reference"]
-    if not cfg.tiny:
-        row = out[f"n{n}"]
-        best = max(row[p]["env_steps_per_s"] for p in ("batched", "workers") if p in row)
-        out["speedup_vs_authors"] = best / AUTHORS_EVAL_STEPS_PER_S  # the faster of 1 and W processes
+    out["all_returns_identical"] = all(checks) if checks else None
     return out

@@ -6,14 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from dtd.bench.common import (
-    AUTHORS_SAMPLES_PER_S,
-    BenchConfig,
-    PeakRSS,
-    build_preset,
-    median_time,
-    random_batch,
-)
+from dtd.bench.common import BenchConfig, PeakRSS, build_preset, median_time, random_batch
 from dtd.errors import DtdError
 
 # torch.profiler op name fragments -> category of the profile breakdown (first match wins)
@@ -119,8 +112,6 @@ def bench_train(cfg: BenchConfig, preset: str, batch_size: int, ceiling_gflops: 
     out["samples_per_s_per_mparam"] = out["fast"]["samples_per_s"] * out["params"] / 1e6
     if cfg.naive:
         out["speedup_vs_reference"] = out["fast"]["samples_per_s"] / out["reference"]["samples_per_s"]
-    if preset == "dtd" and not cfg.tiny and batch_size in AUTHORS_SAMPLES_PER_S:
-        out["speedup_vs_authors"] = out["fast"]["samples_per_s"] / AUTHORS_SAMPLES_PER_S[batch_size]
     return out
 
 
@@ -164,8 +155,6 @@ def bench_train_ddp(cfg: BenchConfig, preset: str, batch_size: int, world: int) 
     sec = queue.get()
     out = {"processes": world, "threads_per_process": 1, "batch_per_process": batch_size // world,
            "ms_per_step": sec * 1e3, "samples_per_s": batch_size / sec}
-    if preset == "dtd" and not cfg.tiny and batch_size in AUTHORS_SAMPLES_PER_S:
-        out["speedup_vs_authors"] = out["samples_per_s"] / AUTHORS_SAMPLES_PER_S[batch_size]
     return out
 
 

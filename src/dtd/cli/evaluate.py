@@ -10,8 +10,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run's checkpoint in the simulator",
-                       description="Roll a run's checkpoint out in its Gymnasium environment (N episodes together, "
-                       "episode i seeded seed+i) for each target return; writes RUN_DIR/eval-<checkpoint>.json "
+                       description="Roll a run's checkpoint out in its Gymnasium environment for each target return (every "
+                       "target's episodes together in one batch, episode i of each target seeded seed+i); writes RUN_DIR/eval-<checkpoint>.json "
                        "(the training-time eval.json is left as it is) and prints a table.")  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by dtd train")
     p.add_argument("--checkpoint", default="last", help="checkpoint name under RUN_DIR/checkpoints (default: last)")

@@ -1,15 +1,22 @@
-"""Roll a trained model out in the simulator: N episodes together, one batched model call per step.
+"""Roll a trained model out in the simulator: every episode of every target together, one batched
+model call per step.
 
-All N episodes start together in one vector env (episode i seeded with seed + i) and advance in
-lock-step, so at env step t every running episode is at timestep t and the model window is one
-slice ``[lo, lo + K)`` of preallocated (N, T, ·) history buffers. For t < K that slice is already
-right-padded: the steps after t have not been written yet and are still zero. Finished episodes drop
-out of the model call; their vector-env copies keep stepping (autoreset) and are ignored.
+``evaluate(model, env_id, targets, episodes=E)`` runs the len(targets) x E episodes as ONE vector env
+of N = len(targets) * E copies: copy j plays target j // E with seed ``seed + j % E``, exactly the
+episode it played when each target was a separate batch of E, so the results per target are the
+same (``act`` is bit-for-bit independent of how many windows share a call, and the goal object sees
+the same calls, one per target group). One rollout lasts as long as its longest episode, and the
+model calls grow with N instead of being repeated per target.
+
+The episodes advance in lock-step, so at env step t every running episode is at timestep t and the
+model window is one slice ``[lo, lo + K)`` of preallocated (N, T, ·) history buffers. For t < K that
+slice is already right-padded: the steps after t have not been written yet and are still zero.
+Finished episodes drop out of the model call; their vector-env copies keep stepping (autoreset)
+and are ignored.
 
 ``evaluate(..., workers=W)`` splits the N episodes into W contiguous groups, each rolled out as above
-in a forked CPU process with its own vector env and 1/W of the torch threads. Since ``act`` is
-bit-for-bit independent of how many windows share a call and of the thread count, the returns are
-those of one process; on 2 cores, W = 2 runs a model call and the MuJoCo steps side by side.
+in a forked CPU process with its own vector env and 1/W of the torch threads. The returns are those
+of one process; on 2 cores, W = 2 runs a model call and the MuJoCo steps side by side.
 
 ``evaluate(..., batched=False)`` (``evaluate_reference``) is the naive path kept for ``dtd bench``
 and tests: one episode at a time, the window rebuilt from the full history every step. Every path
@@ -66,22 +73,43 @@ class RolloutSpec:
         return ((obs - self.state_mean) / self.state_std).astype(np.float32)
 
 
-def rollout_batched(
-    model,
-    env,
-    target: float,
-    goal_fn: GoalFn,
-    spec: RolloutSpec,
-    seed: int,
-    progress=None,
-) -> Episodes:
-    """Run ``env.num_envs`` episodes of a vector env together; see the module docstring."""
+Plan = Sequence[tuple[float, int]]  # one (target, seed) per episode, in batch order
+
+
+def _groups(plan: Plan) -> list[tuple[int, int, float]]:
+    """(start, end, target) of each run of episodes with one target and consecutive seeds: the batch
+    of E episodes one target had to itself before targets shared a rollout."""
+    out: list[tuple[int, int, float]] = []
+    for j, (target, seed) in enumerate(plan):
+        if j and target == plan[j - 1][0] and seed == plan[j - 1][1] + 1:
+            out[-1] = (out[-1][0], j + 1, target)
+        else:
+            out.append((j, j + 1, target))
+    return out
+
+
+def rollout_batched(model, env, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec, progress=None) -> Episodes:
+    """Run the ``env.num_envs`` episodes of ``plan`` together in a vector env; see the module docstring.
+
+    The goal object is called once per run of same-target episodes (``reset`` needs one target; a
+    goal whose computation depends on the number of rows, like the IQL critic's, then sees the
+    calls it saw when each target was its own batch).
+    """
     import torch
 
     n, K, T, device = env.num_envs, spec.context_len, max(spec.max_steps, spec.context_len), spec.device
-    obs, _ = env.reset(seed=[seed + i for i in range(n)])
+    if len(plan) != n:
+        raise DtdError(f"evaluation: {len(plan)} episodes planned for a vector env of {n}")
+    groups = _groups(plan)
+    obs, _ = env.reset(seed=[s for _, s in plan])
     act_dim = env.single_action_space.shape[0]
-    goal = goal_fn.reset(target, obs)  # (N, G) float64
+    goal = np.concatenate([goal_fn.reset(target, obs[a:b]) for a, b, target in groups])  # (N, G) float64
+
+    def update(goal: np.ndarray, reward: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        if len(groups) == 1:
+            return goal_fn.update(goal, reward, obs)
+        return np.concatenate([goal_fn.update(goal[a:b], reward[a:b], obs[a:b]) for a, b, _ in groups])
+
     # history buffers on the model's device and in its dtype: row t is written at step t, never moved
     like = dict(device=device, dtype=_model_dtype(model))
     states = torch.zeros((n, T, obs.shape[1]), **like)  # (N, T, S)
@@ -119,7 +147,7 @@ def rollout_batched(
         if "success" in info:
             success = np.zeros(n, dtype=bool) if success is None else success
             success |= running & np.asarray(info["success"], dtype=bool)
-        goal = goal_fn.update(goal, reward, obs)
+        goal = update(goal, reward, obs)
         ended = running & (terminated | truncated | (t + 1 == spec.max_steps))
         lengths[ended] = t + 1
         done |= ended
@@ -202,16 +230,16 @@ class _SharedCounter:
             self.value.value += k
 
 
-def rollout_workers(model, env_id: str, vector: str, targets: Sequence[float], goal_fn: GoalFn,
-                    spec: RolloutSpec, seed: int, episodes: int, workers: int, bar=None) -> list[Episodes]:
-    """``rollout_batched`` for every target, the episodes split over `workers` forked processes
-    (module docstring); returns one Episodes per target, episodes in seed order."""
+def rollout_workers(model, env_id: str, vector: str, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec,
+                    workers: int, bar=None) -> Episodes:
+    """``rollout_batched`` of ``plan`` with its episodes split over `workers` forked processes
+    (module docstring); returns the episodes in plan order."""
     import torch
 
     if spec.device != "cpu":
         raise DtdError(f"evaluation: workers > 1 runs on the CPU only, not on {spec.device}")
     ctx = multiprocessing.get_context("fork")  # the model is inherited, not pickled
-    groups = _split(episodes, workers)
+    groups = _split(len(plan), workers)
     threads = max(1, torch.get_num_threads() // len(groups))
     results, done = ctx.Queue(), ctx.Value("q", 0)
 
@@ -220,8 +248,7 @@ def rollout_workers(model, env_id: str, vector: str, targets: Sequence[float], g
             torch.set_num_threads(threads)
             env = make_vector_env(env_id, end - start, vector)
             try:
-                out = [rollout_batched(model, env, t, goal_fn, spec, seed + start, _SharedCounter(done))
-                       for t in targets]  # fmt: skip
+                out = rollout_batched(model, env, plan[start:end], goal_fn, spec, _SharedCounter(done))
             finally:
                 env.close()
             results.put((index, out, None))
@@ -231,7 +258,7 @@ def rollout_workers(model, env_id: str, vector: str, targets: Sequence[float], g
     procs = [ctx.Process(target=work, args=(i, a, b), daemon=True) for i, (a, b) in enumerate(groups)]
     for p in procs:
         p.start()
-    got: dict[int, list[Episodes]] = {}
+    got: dict[int, Episodes] = {}
     shown, finished = 0, False
     try:
         while len(got) < len(procs):
@@ -254,36 +281,36 @@ def rollout_workers(model, env_id: str, vector: str, targets: Sequence[float], g
             if not finished:  # an error or an interrupt: no orphans left stepping
                 p.kill()
             p.join()
-    merged = []
-    for t in range(len(targets)):
-        parts = [got[i][t] for i in range(len(procs))]
-        success = None if parts[0].success is None else np.concatenate([e.success for e in parts])
-        merged.append(Episodes(np.concatenate([e.returns for e in parts]),
-                               np.concatenate([e.lengths for e in parts]), success))  # fmt: skip
-    return merged
+    return _concat([got[i] for i in range(len(procs))])
 
 
-def _rollout_here(model, env_id: str, targets: Sequence[float], goal_fn: GoalFn, spec: RolloutSpec, seed: int,
-                  episodes: int, batched: bool, vector: str, progress: bool) -> list[Episodes]:
-    """Every target in this process: batched in one vector env, or the reference loop."""
+def _concat(parts: Sequence[Episodes]) -> Episodes:
+    """Episodes of consecutive slices of a plan, joined in order (success only if every part has it)."""
+    success = None if any(e.success is None for e in parts) else np.concatenate([e.success for e in parts])
+    return Episodes(np.concatenate([e.returns for e in parts]), np.concatenate([e.lengths for e in parts]), success)
+
+
+def _take(eps: Episodes, a: int, b: int) -> Episodes:
+    return Episodes(eps.returns[a:b], eps.lengths[a:b], None if eps.success is None else eps.success[a:b])
+
+
+def _rollout_here(model, env_id: str, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec, batched: bool,
+                  vector: str, progress: bool) -> Episodes:
+    """The whole plan in this process: one vector env of len(plan), or the reference loop episode by episode."""
     from tqdm.auto import tqdm
 
-    env = make_vector_env(env_id, episodes, vector) if batched else make_env(env_id)
-    runs = []
+    env = make_vector_env(env_id, len(plan), vector) if batched else make_env(env_id)
+    desc = f"eval {env_id} ({len(plan)} episodes{' together' if batched else ', one at a time'})"
     try:
-        for target in targets:
-            with tqdm(desc=f"eval {env_id} target {target:g}", unit="step", disable=not progress, leave=False) as bar:
-                if batched:
-                    runs.append(rollout_batched(model, env, target, goal_fn, spec, seed, progress=bar))
-                    continue
-                one = [rollout_reference(model, env, target, goal_fn, spec, seed + i, progress=bar)
-                       for i in range(episodes)]  # fmt: skip
-                success = [s for _, _, s in one]
-                runs.append(Episodes(np.array([r for r, _, _ in one]), np.array([n for _, n, _ in one], dtype=np.int64),
-                                     None if success[0] is None else np.array(success, dtype=bool)))  # fmt: skip
+        with tqdm(desc=desc, unit="step", disable=not progress, leave=False) as bar:
+            if batched:
+                return rollout_batched(model, env, plan, goal_fn, spec, progress=bar)
+            one = [rollout_reference(model, env, target, goal_fn, spec, seed, progress=bar) for target, seed in plan]
     finally:
         env.close()
-    return runs
+    success = [s for _, _, s in one]
+    return Episodes(np.array([r for r, _, _ in one]), np.array([n for _, n, _ in one], dtype=np.int64),
+                    None if success[0] is None else np.array(success, dtype=bool))  # fmt: skip
 
 
 def _reference(env_id: str, ref_min: float | None, ref_max: float | None) -> tuple[float, float] | None:
@@ -345,6 +372,8 @@ def evaluate(
 ) -> dict:
     """Evaluate ``model`` for each target return; episode i of every target uses seed + i.
 
+    Every target's episodes run together, one vector env of len(targets) x ``episodes`` (module
+    docstring); the results per target are those of a batch of ``episodes`` for that target alone.
     ``max_ep_len`` is the model's timestep limit (timesteps are clipped to max_ep_len - 1);
     ``max_steps`` caps an episode's length (default max_ep_len). ``goal_fn`` defaults to the
     return-to-go (spec) with ``reward_scale`` and ``delayed``. ``workers`` > 1 splits the batched
@@ -357,13 +386,16 @@ def evaluate(
         raise DtdError(f"evaluation: episodes must be >= 1, got {episodes}")
     if workers < 1:
         raise DtdError(f"evaluation: workers must be >= 1, got {workers}")
-    workers = min(workers, episodes) if batched else 1
+    targets = list(target_returns(env_id) if targets is None else targets)
+    if not targets:
+        raise DtdError("evaluation: no target returns given")
+    if not all(math.isfinite(t) for t in targets):
+        raise DtdError(f"evaluation: target returns must be finite numbers, got {targets}")
+    plan = [(float(t), seed + i) for t in targets for i in range(episodes)]  # target k: plan[k*E : (k+1)*E]
+    workers = min(workers, len(plan)) if batched else 1
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         warnings.warn("evaluation: workers need the 'fork' start method (not available here); using one process")
         workers = 1
-    targets = list(target_returns(env_id) if targets is None else targets)
-    if not all(math.isfinite(t) for t in targets):
-        raise DtdError(f"evaluation: target returns must be finite numbers, got {targets}")
     max_steps = max_ep_len if max_steps is None else max_steps
     goal_fn = ReturnToGo(reward_scale, delayed) if goal_fn is None else goal_fn
     spec = RolloutSpec(
@@ -373,10 +405,12 @@ def evaluate(
     ref = _reference(env_id, ref_min, ref_max)
     start = time.perf_counter()  # the timing includes making the environments
     if workers > 1:
-        with tqdm(desc=f"eval {env_id} ({workers} workers)", unit="step", disable=not progress, leave=False) as bar:
-            runs = rollout_workers(model, env_id, vector, targets, goal_fn, spec, seed, episodes, workers, bar)
+        desc = f"eval {env_id} ({len(plan)} episodes, {workers} workers)"
+        with tqdm(desc=desc, unit="step", disable=not progress, leave=False) as bar:
+            eps = rollout_workers(model, env_id, vector, plan, goal_fn, spec, workers, bar)
     else:
-        runs = _rollout_here(model, env_id, targets, goal_fn, spec, seed, episodes, batched, vector, progress)
+        eps = _rollout_here(model, env_id, plan, goal_fn, spec, batched, vector, progress)
+    runs = [_take(eps, k * episodes, (k + 1) * episodes) for k in range(len(targets))]
     results, env_steps = {}, 0
     for target, eps in zip(targets, runs):
         results[target_key(target)] = summarize(target, eps, ref)

@@ -293,7 +293,7 @@ def _auto_name(cfg: TrainConfig) -> str:
 
 
 def _evaluate(model, cfg: TrainConfig, state_mean, state_std, dataset, device: str, progress: bool) -> dict:
-    """Simulator episodes for each target (the evaluation engine), without touching the training RNG."""
+    """Simulator episodes for every target in one batched rollout, without touching the training RNG."""
     from dtd.evaluation.goals import goal_fn_for
     from dtd.evaluation.rollout import evaluate
 
