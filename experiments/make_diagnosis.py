@@ -1,0 +1,218 @@
+"""RESULTS.md "Diagnosis": tables and a figure built from the committed records of experiments/diagnose.py.
+
+    .venv/bin/python experiments/make_diagnosis.py            # from results/diagnosis/ alone
+    MINARI_DATASETS_PATH=../shared/datasets .venv/bin/python experiments/make_diagnosis.py --saturation
+
+A seed's score at a checkpoint is its mean D4RL-normalized return over 10 episodes at the better of the
+spec's two targets (the issue's convention); cells are mean ± std over seeds (ddof=0), with every seed's
+value at every checkpoint beside them so that unstable recipes show. The probe table gives the relative
+loss increase when a_<t (or the goal) is shuffled across the batch. `--saturation` (needs the datasets)
+first measures, on 4,096 real windows, the share of pre-tanh head outputs with |x| > 2 at initialisation
+and stores it as results/diagnosis/init_saturation.json. Blocks `<!-- BEGIN diagnosis_* -->` in RESULTS.md
+are replaced; the figure goes to docs/results/diagnosis.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "results" / "diagnosis"
+DATASETS = {"halfcheetah-medium-replay": "halfcheetah medium-replay", "hopper-medium-replay": "hopper medium-replay"}
+CELLS = {  # cell -> what differs from the model's centre (lr 3e-4, batch 64, faithful DTd c22 / bias all)
+    "dtd-lr3e-4": "DTd, centre", "dtd-lr1e-3": "DTd, lr 1e-3", "dtd-lr1e-4": "DTd, lr 1e-4",
+    "dtd-legacy": "DTd, dtd 0.1 default", "dtd-b256": "DTd, batch 256 x 250 steps", "dtd-c23": "DTd, combiner c23",
+    "dtd-head0.1": "DTd, head init x0.1", "dtd-bias-right": "DTd, bias right",
+    "dt-small-lr3e-4": "DT-small, centre", "dt-small-lr1e-3": "DT-small, lr 1e-3", "dt-small-lr1e-4": "DT-small, lr 1e-4",
+    "dt-small-b256": "DT-small, batch 256 x 250 steps",
+    "bc-lr3e-4": "BC, centre", "bc-lr1e-3": "BC, lr 1e-3", "bc-lr1e-4": "BC, lr 1e-4",
+}
+SATURATION = "init_saturation.json"
+
+
+def load(records: Path) -> dict[tuple[str, str], dict[int, dict]]:
+    """(dataset, cell) -> seed -> {"evals": {samples: best-target score}, "probe": {samples: losses}, "loss": last}."""
+    out: dict[tuple[str, str], dict[int, dict]] = {}
+    for folder in sorted(records.glob("*/record.json")):
+        rec = json.loads(folder.read_text())
+        tags, run = rec["tags"], folder.parent
+        cfg_batch = int(re.search(r"^batch_size: (\d+)", (run / "config.yaml").read_text(), re.M).group(1))
+        evals, probe, loss = {}, {}, None
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            samples = row["step"] * cfg_batch
+            if "eval" in row:
+                evals[samples] = max(t["normalized_mean"] for t in row["eval"].values())
+            elif "probe" in row:
+                probe[samples] = row["probe"]
+            elif "loss" in row:
+                loss = row["loss"]
+        out.setdefault((tags["dataset"], tags["cell"]), {})[int(tags["seed"])] = dict(evals=evals, probe=probe, loss=loss)
+    return out
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "—"
+
+
+def score_table(data: dict, dataset: str) -> str:
+    """One row per cell: score at 32k and 64k samples (mean ± std over seeds), each seed's two checkpoints."""
+    rows = ["| cell | seeds | 32k samples | 64k samples | per seed (32k → 64k) | last train loss |",
+            "|---|---|---|---|---|---|"]
+    for cell, label in CELLS.items():
+        seeds = data.get((dataset, cell))
+        if not seeds:
+            continue
+        at = {n: [s["evals"][n] for s in seeds.values() if n in s["evals"]] for n in (32_000, 64_000)}
+        per_seed = ", ".join(" → ".join(f"{s['evals'][n]:.0f}" for n in sorted(s["evals"])) for s in seeds.values())
+        loss = f"{np.mean([s['loss'] for s in seeds.values()]):.4f}"
+        rows.append(f"| {label} | {len(seeds)} | {mean_std(at[32_000])} | {mean_std(at[64_000])} | {per_seed} | {loss} |")
+    return "\n".join(rows)
+
+
+def probe_table(data: dict) -> str:
+    """Relative loss increase (%) with a_<t or the goal shuffled across the batch, mean over seeds."""
+    rows = ["| dataset | cell | shuffled | 12.8k samples | 25.6k | 64k |", "|---|---|---|---|---|---|"]
+    for dataset, dlabel in DATASETS.items():
+        for cell in ("dtd-lr3e-4", "dt-small-lr3e-4", "dtd-lr1e-3", "dt-small-lr1e-3", "dtd-legacy"):
+            seeds = data.get((dataset, cell))
+            if not seeds:
+                continue
+            for what, key in (("a<t", "loss_shuffled_actions"), ("goal", "loss_shuffled_goals")):
+                cells = []
+                for n in (12_800, 25_600, 64_000):
+                    vals = [100 * (s["probe"][n][key] / s["probe"][n]["loss"] - 1) for s in seeds.values() if n in s["probe"]]
+                    cells.append(f"{np.mean(vals):+.1f}%" if vals else "—")
+                rows.append(f"| {dlabel} | {CELLS[cell]} | {what} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def saturation_table(records: Path) -> str:
+    path = records / SATURATION
+    if not path.is_file():
+        return "(not measured yet: run with --saturation)"
+    sat = json.loads(path.read_text())
+    rows = ["| model at initialisation | hopper medium-replay | halfcheetah medium-replay |", "|---|---|---|"]
+    for label, by_data in sat["share_abs_gt_2"].items():
+        rows.append(f"| {label} | " + " | ".join(f"{100 * by_data[d]:.1f}%" for d in DATASETS if d in by_data) + " |")
+    return "\n".join(rows)
+
+
+def measure_saturation(records: Path) -> None:
+    """Share of pre-tanh head outputs with |x| > 2 at initialisation, 4,096 real windows, seeds 0-2."""
+    import torch
+
+    from dtd.data.loaders import load_dataset
+    from dtd.data.sampler import SequenceSampler
+    from dtd.models import build_model
+
+    variants = {"DTd (faithful default)": ("dtd", {}), "DTd, head init x0.1": ("dtd", {"head_init_scale": 0.1}),
+                "DTd (dtd 0.1 default)": ("dtd", {"timestep_tables": "per_stream", "join_timestep": True,
+                                                  "embed_dropout": True, "cross_attn_dropout": True,
+                                                  "init": "separate_qkv"}),
+                "DT-small": ("dt-small", {}), "DT-large": ("dt-large", {})}
+    sources = {"hopper-medium-replay": "zoo/hopper/medium-replay-v0",
+               "halfcheetah-medium-replay": "zoo/halfcheetah/medium-replay-v0"}
+    share: dict[str, dict[str, float]] = {label: {} for label in variants}
+    for key, source in sources.items():
+        data = load_dataset(source)
+        mean, std = data.state_stats()
+        batch = SequenceSampler(data, 20, 1000.0, seed=0, state_mean=mean, state_std=std).sample(4096)
+        b = {k: torch.from_numpy(v) for k, v in batch.items()}
+        for label, (name, opts) in variants.items():
+            fracs = []
+            for seed in range(3):
+                torch.manual_seed(seed)
+                model = build_model(name, data.obs_dim, data.act_dim, **opts).eval()
+                pre = []
+                model.head.register_forward_hook(lambda m, i, o: pre.append(o))
+                with torch.no_grad():
+                    model(b["states"], b["actions"], b["goals"], b["timesteps"], mask=b["mask"])
+                valid = b["mask"].bool()
+                fracs.append(float((pre[-1][valid].abs() > 2).float().mean()))
+            share[label][key] = float(np.mean(fracs))
+    _write(records / SATURATION, json.dumps({"share_abs_gt_2": share, "windows": 4096, "seeds": [0, 1, 2]}, indent=1))
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(13, 5), squeeze=False)
+    for ax, (dataset, dlabel) in zip(axes[0], DATASETS.items()):
+        labels, means, stds, seeds_pts = [], [], [], []
+        for cell, label in CELLS.items():
+            seeds = data.get((dataset, cell))
+            if not seeds:
+                continue
+            last = [s["evals"][max(s["evals"])] for s in seeds.values() if s["evals"]]
+            labels.append(label)
+            means.append(np.mean(last))
+            stds.append(np.std(last))
+            seeds_pts.append(last)
+        y = np.arange(len(labels))
+        ax.barh(y, means, xerr=stds, color=["C0" if lb.startswith("DTd") else "C1" if lb.startswith("DT-") else "C2"
+                                            for lb in labels], alpha=0.7)
+        for i, pts in enumerate(seeds_pts):
+            ax.plot(pts, [i] * len(pts), "k.", ms=4)
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("D4RL normalized score at 64k samples (best target; dots = seeds)")
+        ax.set_title(dlabel)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def fill(text: str, name: str, table: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", default=str(RECORDS), help="the diagnosis records (default results/diagnosis)")
+    parser.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="markdown file whose blocks are filled")
+    parser.add_argument("--figure", default=str(ROOT / "docs" / "results" / "diagnosis.png"))
+    parser.add_argument("--saturation", action="store_true", help="measure the head saturation first (datasets)")
+    args = parser.parse_args()
+    records = Path(args.records)
+    if args.saturation:
+        measure_saturation(records)
+    data = load(records)
+    if not data:
+        print(f"make_diagnosis: no records under {records}", file=sys.stderr)
+        return 2
+    tables = {f"diagnosis_{d.split('-')[0]}": score_table(data, d) for d in DATASETS}
+    tables["diagnosis_probe"] = probe_table(data)
+    tables["diagnosis_saturation"] = saturation_table(records)
+    plot(data, Path(args.figure))
+    results = Path(args.results)
+    text = results.read_text()
+    for name, table in tables.items():
+        text = fill(text, name, table)
+    _write(results, text)
+    print(f"wrote {args.figure} and the diagnosis tables in {results} ({sum(map(len, data.values()))} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
