@@ -52,8 +52,8 @@ def _check_writable(folder: Path, what: str) -> None:
 def check_output_file(path: str | Path, what: str = "output") -> Path:
     """A file the command will write (replacing an existing file is fine): its folder must exist or be
     creatable and writable, and the path must not be a folder. Returns it; creates nothing."""
-    path = Path(path).expanduser()
-    if str(path).endswith(("/", os.sep)) or path.name in ("", ".", ".."):
+    raw, path = str(path), Path(path).expanduser()
+    if raw.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
         raise DtdError(f"{what}: {path} names a folder; give a file name")
     if path.is_dir():
         raise DtdError(f"{what}: {path} is a folder; give a file name")

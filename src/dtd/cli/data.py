@@ -10,7 +10,7 @@ from dtd.cli import finite_float
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="inspect and collect offline datasets")
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    data.set_defaults(func=lambda args: data.print_help() or 2)
+    data.set_defaults(func=_no_subcommand)
 
     info = sub.add_parser("info", help="episodes, transitions and returns of a dataset")
     info.add_argument("source", nargs="?", default=None,
@@ -111,3 +111,9 @@ def cmd_collect_maze(args: argparse.Namespace) -> int:
     for line in describe(load_dataset(str(dest))):
         print(line)
     return 0
+
+
+def _no_subcommand(args: argparse.Namespace) -> int:
+    from dtd.errors import DtdError
+
+    raise DtdError("data: choose a subcommand: info, collect, collect-maze (see `dtd data --help`)")

@@ -10,7 +10,7 @@ from dtd.cli import finite_float
 def register(subparsers: argparse._SubParsersAction) -> None:
     iql = subparsers.add_parser("iql", help="Implicit Q-Learning critic for the value goal")
     sub = iql.add_subparsers(dest="iql_command", metavar="SUBCOMMAND")
-    iql.set_defaults(func=lambda args: iql.print_help() or 2)
+    iql.set_defaults(func=_no_subcommand)
     p = sub.add_parser("train", help="train IQL on a dataset (run folder like dtd train)",
                        description="Twin Q with Polyak targets, V by expectile regression, AWR actor. The run's "
                        "checkpoint is what `critic:` in a train config points at (with `goal: iql`).")
@@ -45,3 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"wrote {run_dir} (V over the dataset: large {critic.large:.4g}, small {critic.small:.4g}); "
           f"use it with: dtd train --goal iql --critic {run_dir}")
     return 0
+
+
+def _no_subcommand(args: argparse.Namespace) -> int:
+    from dtd.errors import DtdError
+
+    raise DtdError("iql: choose a subcommand: train (see `dtd iql --help`)")
