@@ -289,12 +289,12 @@ def snapshot(root: Path) -> dict[str, tuple]:
 def test_bad_invocation(argv, fragment, work, monkeypatch, capsys):
     monkeypatch.chdir(work)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(work / "minari"))
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
     before = snapshot(work)
     try:
         code = main(list(argv))
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
+    finally:
+        torch.set_num_threads(threads)  # a row may set --threads; later tests must not inherit it
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("dtd: error:")]
     assert code == 2, (code, err)

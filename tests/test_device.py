@@ -16,6 +16,14 @@ from dtd.device import resolve_device
 from dtd.errors import DtdError
 
 
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """Runs here may set torch's thread count (--threads); the tests after them must not inherit it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 class FakeGPU:
     """torch.cuda as on a machine with `count` GPUs, `current` the current one."""
 

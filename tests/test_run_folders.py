@@ -18,6 +18,14 @@ from dtd.cli import main
 from dtd.errors import DtdError
 from dtd.paths import LOCK_FILE, RUN_MARKER, is_run_dir
 
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """Runs here may set torch's thread count (--threads); the tests after them must not inherit it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
 TINY = ["train", "--no-progress", "--hidden_size", "16", "--n_layer", "1", "--n_head", "2", "--model", "dt-small",
         "--context_len", "4", "--batch_size", "8", "--eval_episodes", "0", "--eval_untrained", "false",
         "--log_every", "0", "--ckpt_every", "0", "--threads", "1"]

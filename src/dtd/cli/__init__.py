@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     # `dtd` alone runs the main job: train the default DTd on the embedded dataset.
     if not argv or argv == ["--debug"]:
         argv = argv + ["train"]
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (already printed as one line) or --help: the code, not an exit
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
