@@ -105,14 +105,22 @@ def check_run_name(name: str, flag: str = "--run_name") -> str:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """True for a folder dtd made for a run: its marker, or (runs from before the marker) a config.yaml
-    next to a checkpoints/ folder. Anything else is never replaced by --force."""
+    """True for a folder dtd made for a run: its marker, or (runs from before the marker) a dtd
+    config.yaml next to a checkpoints/ folder. Anything else is never replaced by --force."""
     path = Path(path)
     if not path.is_dir() or path.is_symlink():
         return False
     if (path / RUN_MARKER).is_file():
         return True
-    return (path / CONFIG_FILE).is_file() and (path / CKPT_DIR).is_dir()
+    if not ((path / CONFIG_FILE).is_file() and (path / CKPT_DIR).is_dir()):
+        return False
+    import yaml
+
+    try:  # a run's config.yaml is the full TrainConfig / IQLConfig: it names a dataset and its fields
+        config = yaml.safe_load((path / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(config, dict) and "dataset" in config and "seed" in config and "out_dir" in config
 
 
 def has_checkpoint(path: str | Path) -> bool:
