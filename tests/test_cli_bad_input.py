@@ -102,6 +102,12 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("collect-out-is-file", C + ["--policy", "random", "--out", "file.txt"], "already exists"),
     ("maze-out-under-file", M + ["--out", "file.txt/ds"], "not a folder"),
     ("maze-out-exists", M + ["--out", "mydata"], "already exists"),
+    ("train-outdir-empty", T + ["--out_dir", ""], "empty path"),
+    ("export-out-empty", X + ["--out", ""], "empty path"),
+    ("attention-out-empty", A + ["--out", ""], "empty path"),
+    ("collect-out-empty", CR[:-1] + [""], "empty path"),
+    ("maze-out-empty", M + ["--out", ""], "empty path"),
+    ("report-out-empty", ["report", "runs/good", "--out", ""], "empty path"),
     # --- values that must be refused
     ("train-lr-inf", T + ["--lr", "inf"], "finite"),
     ("train-lr-nan", T + ["--lr", "nan"], "finite"),

@@ -53,6 +53,8 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
     """A file the command will write (replacing an existing file is fine): its folder must exist or be
     creatable and writable, and the path must not be a folder. Returns it; creates nothing."""
     raw, path = str(path), Path(path).expanduser()
+    if not raw.strip():
+        raise DtdError(f"{what}: an empty path")
     if raw.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
         raise DtdError(f"{what}: {path} names a folder; give a file name")
     if path.is_dir():
@@ -66,6 +68,8 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
 
 def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     """A folder the command will create or write into: not a file, creatable, writable. Creates nothing."""
+    if not str(path).strip():
+        raise DtdError(f"{what}: an empty path")
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise DtdError(f"{what}: {path} exists and is not a folder")

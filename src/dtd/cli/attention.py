@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from dtd.analysis import attention as att
     from dtd.device import resolve_device
     from dtd.errors import DtdError
-    from dtd.paths import check_output_file
+    from dtd.paths import check_output_dir, check_output_file
 
     if args.compare:
         if args.run_dir:
@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     outs = [_out_dir(r, args) for r in runs]
     for out in outs:  # every destination checked before any work
         att.check_outputs(out)
-    figure = check_output_file(Path(args.out or ".") / "attention_compare.png", "attention --out") if args.compare else None
+    if args.out is not None:
+        check_output_dir(args.out, "attention --out")
+    folder = Path(args.out if args.out is not None else ".")
+    figure = check_output_file(folder / "attention_compare.png", "attention --out") if args.compare else None
     # analyse every run before writing anything: a run that fails to load leaves no partial output
     results = [att.analyze_run(r, args.dataset, args.windows, args.layer, args.rollout, args.seed, device=device)
                for r in runs]
@@ -61,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _out_dir(run_dir: Path, args: argparse.Namespace) -> Path:
     if args.compare:
-        return Path(args.out or ".") / run_dir.resolve().name
-    return Path(args.out) if args.out else run_dir / "attention"
+        return Path(args.out if args.out is not None else ".") / run_dir.resolve().name
+    return Path(args.out) if args.out is not None else run_dir / "attention"
 
 
 def _title(summary: dict, run: str) -> str:

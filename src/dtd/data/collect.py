@@ -239,6 +239,8 @@ def dataset_destination(dataset_id: str, out: str | Path | None) -> Path:
         parse_dataset_id(dataset_id)
     except ValueError as exc:
         raise DtdError(f"--dataset-id: {exc}") from None
+    if out is not None and not str(out).strip():
+        raise DtdError("--out: an empty path")
     dest = Path(get_dataset_path(dataset_id)) if out is None else Path(out).expanduser()
     dest = dest.resolve()  # Minari needs an absolute root
     if dest.exists() or dest.is_symlink():

@@ -179,6 +179,8 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
         minari.dataset.minari_dataset.parse_dataset_id(dataset_id)
     except ValueError as exc:
         raise DtdError(f"collect-maze: --dataset-id: {exc}") from None
+    if out is not None and not str(out).strip():
+        raise DtdError("collect-maze: --out: an empty path")
     if out is None:
         from minari.storage.datasets_root_dir import get_dataset_path
         dest = Path(get_dataset_path(dataset_id))
