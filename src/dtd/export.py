@@ -70,21 +70,36 @@ def export_model(model: Any, meta: dict[str, Any], state_mean: np.ndarray, state
     """Write the inference function of ``model`` to ``out`` (atomic); meta needs obs/act/goal dims and K."""
     import torch
 
-    if fmt not in FORMATS:
-        raise DtdError(f"export: format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    out = Path(out)
+    out = check_export_target(fmt, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     module = inference_module(model.cpu(), state_mean, state_std, meta.get("goal_scale", 1.0))
     inputs = example_inputs(meta["obs_dim"], meta["act_dim"], meta["goal_dim"], meta["context_len"])
     meta = {**meta, "inputs": INPUT_NAMES, "output": "action", "format": fmt}
     tmp = out.with_name(f".{out.name}.tmp")
-    with torch.no_grad():
-        if fmt == "torchscript":
-            traced = torch.jit.trace(module, inputs, check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={"dtd.json": json.dumps(meta)})
-        else:
-            _export_onnx(module, inputs, tmp, meta)
-    tmp.replace(out)
+    try:
+        with torch.no_grad():
+            if fmt == "torchscript":
+                traced = torch.jit.trace(module, inputs, check_trace=False)
+                torch.jit.save(traced, str(tmp), _extra_files={"dtd.json": json.dumps(meta)})
+            else:
+                _export_onnx(module, inputs, tmp, meta)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed export leaves no half-written file behind
+    return out
+
+
+def check_export_target(fmt: str, out: str | Path) -> Path:
+    """The output file of an export, checked before any work: a known format, a file name whose suffix
+    load_exported will read back as that format, in a writable folder."""
+    from dtd.paths import check_output_file
+
+    if fmt not in FORMATS:
+        raise DtdError(f"export: format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    out = check_output_file(out, "export --out")
+    if (out.suffix.lower() == ".onnx") != (fmt == "onnx"):
+        want = "ending in .onnx" if fmt == "onnx" else "not ending in .onnx (e.g. policy.pt)"
+        raise DtdError(f"export --out {out}: a {fmt} file needs a name {want}")
     return out
 
 
@@ -111,6 +126,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     from dtd.policy import run_config
     from dtd.training.checkpoint import load_run
 
+    check_export_target(fmt, out)
     model, ckpt = load_run(run_dir)
     kwargs = ckpt.get("model_kwargs", {})
     cfg = run_config(ckpt)

@@ -47,8 +47,10 @@ class Policy:
 
         ``target``: the return to aim for (reward units); default the run's first evaluation target.
         """
+        from dtd.device import resolve_device
         from dtd.training.checkpoint import load_run
 
+        device = resolve_device(device)
         model, ckpt = load_run(run_dir)
         model.to(device)
         goal_fn, default_target = goal_for_run(ckpt, device)

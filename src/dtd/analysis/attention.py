@@ -281,17 +281,29 @@ def plot_heatmaps(summaries: Sequence[dict[str, Any]], path: Path, titles: Seque
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+OUTPUT_FILES = {"csv": "attention_scores.csv", "summary": "attention_summary.json", "heatmap": "attention_heatmap.png"}
+
+
+def check_outputs(out_dir: str | Path) -> dict[str, Path]:
+    """The files write_outputs will write, checked before any work (see dtd.paths)."""
+    from dtd.paths import check_output_dir, check_output_file
+
+    out_dir = check_output_dir(out_dir, "attention --out")
+    return {k: check_output_file(out_dir / name, "attention --out") for k, name in OUTPUT_FILES.items()}
 
 
 def write_outputs(ws: WindowScores, summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """attention_scores.csv, attention_summary.json and attention_heatmap.png in out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "attention_scores.csv", "summary": out_dir / "attention_summary.json",
-             "heatmap": out_dir / "attention_heatmap.png"}
+    paths = check_outputs(out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_scores_csv(ws, paths["csv"])
     _atomic_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
     plot_heatmaps([summary], paths["heatmap"])
@@ -301,8 +313,11 @@ def write_outputs(ws: WindowScores, summary: dict[str, Any], out_dir: Path) -> d
 def _atomic_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,10 +325,11 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 256, layer: str = "last",
-                rollout: bool = False, seed: int = 0, batch_size: int = 64, progress: bool = True
-                ) -> tuple[WindowScores, dict[str, Any]]:
+                rollout: bool = False, seed: int = 0, batch_size: int = 64, progress: bool = True,
+                device: str = "cpu") -> tuple[WindowScores, dict[str, Any]]:
     """Score ``windows`` windows of a trained run: sampled from ``dataset`` (default: the run's own) or,
-    with ``rollout``, taken from fresh evaluation episodes driven by ``dtd.Policy``."""
+    with ``rollout``, taken from fresh evaluation episodes driven by ``dtd.Policy``; the model runs on
+    ``device`` (a resolved one, see dtd.device)."""
     from tqdm.auto import tqdm
 
     from dtd.policy import Policy, run_config
@@ -321,13 +337,19 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
 
     if windows < 1:
         raise DtdError(f"attention: --windows must be >= 1, got {windows}")
+    if seed < 0:
+        raise DtdError(f"attention: --seed must be >= 0, got {seed}")
+    if layer not in ("last", "mean"):
+        raise DtdError(f"attention: --layer must be 'last' or 'mean', not {layer!r}")
     model, ckpt = load_run(run_dir)
+    model = model.to(device)
     cfg = run_config(ckpt)
     kwargs = ckpt.get("model_kwargs", {})
     source = dataset or cfg.get("dataset")
     if rollout:
         policy = Policy(model, ckpt["state_mean"], ckpt["state_std"], *_rollout_goal(ckpt, cfg),
-                        context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000))
+                        context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000),
+                        device=device)
         batches = _batched(_rollout_windows(policy, _env_id(cfg, ckpt, source), windows, seed), batch_size)
         where = f"rollouts of {_env_id(cfg, ckpt, source)}"
     else:

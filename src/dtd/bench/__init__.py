@@ -59,13 +59,28 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             or cfg.eval_workers < 1):
         raise DtdError("bench: batch sizes, steps, evaluation episodes, reference episodes and eval workers "
                        "must be >= 1")
+    from dtd.models import MODEL_NAMES
+
+    unknown = [p for p in cfg.presets if p not in MODEL_NAMES]
+    if unknown:
+        raise DtdError(f"bench: unknown preset(s) {', '.join(map(repr, unknown))} (choose from {', '.join(MODEL_NAMES)})")
     for variant in cfg.variants:
         parse_variant(variant)  # one clear error before any timing
+    from dtd.device import activate, resolve_device
+
+    cfg.device = resolve_device(cfg.device)
     if cfg.device != "cpu":
-        if not torch.device(cfg.device).type == "cuda" or not torch.cuda.is_available():
-            raise DtdError(f"bench: device {cfg.device!r} is not available here (cpu, or cuda when a GPU is)")
+        if not cfg.device.startswith("cuda"):
+            raise DtdError(f"bench: device {cfg.device!r} is not supported (cpu, or cuda when a GPU is)")
+        activate(cfg.device)
         if cfg.ddp > 1:
             raise DtdError("bench: --ddp times one-thread CPU processes; leave it out with --device cuda")
+    if cfg.eval_max_steps < 1 or cfg.ddp < 0:
+        raise DtdError("bench: --eval-max-steps must be >= 1 and --ddp >= 0")
+    if cfg.run is not None:  # a bad run folder is found now, not after the training timings
+        from dtd.training.checkpoint import find_checkpoint
+
+        find_checkpoint(cfg.run)
     if cfg.threads is not None:
         if cfg.threads < 1:
             raise DtdError(f"bench: threads must be >= 1, got {cfg.threads}")
@@ -141,8 +156,11 @@ def write_json(result: dict, path: str | Path) -> Path:
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

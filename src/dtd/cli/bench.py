@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-workers", type=int, default=None, metavar="W",
                    help="also time each N of the curve split over W forked processes (default 2; 1: skip)")
     p.add_argument("--device", default="cpu",
-                   help="cpu | cuda[:N] | auto: where the models run (default cpu; the evaluation-workers row is CPU-only)")
+                   help="cpu | auto | cuda | cuda:N: where the models run (default cpu; the evaluation-workers row is CPU-only)")
     p.add_argument("--variants", type=_csv(str), default=None,
                    help="extra training variants, comma-separated, parts joined by '+': bf16, compile, cudagraphs "
                         "(e.g. bf16,compile+bf16); default none on CPU, on a GPU: " + ",".join(GPU_VARIANTS))
@@ -45,15 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from dtd.bench import GPU_VARIANTS, BenchConfig, run_bench, summary, write_json
+    from dtd.device import resolve_device
+    from dtd.paths import check_output_file
 
     given = {"presets": args.presets, "batch_sizes": args.batch_sizes, "steps": args.steps,
              "eval_episodes": args.eval_episodes, "reference_episodes": args.reference_episodes,
              "eval_max_steps": args.eval_max_steps, "threads": args.threads,
              "run": args.run, "ddp": args.ddp, "eval_workers": args.eval_workers}
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    out = check_output_file(args.out, "bench --out")
+    device = resolve_device(args.device)
     variants = args.variants if args.variants is not None else (GPU_VARIANTS if device != "cpu" else None)
     given.update(device=device, variants=variants)
     given = {k: v for k, v in given.items() if v is not None}
@@ -62,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig.tiny_config(**given) if args.tiny else BenchConfig(**given)
     result = run_bench(cfg, progress=not args.no_progress)
     print(summary(result))
-    print(f"wrote {write_json(result, args.out)}")
+    print(f"wrote {write_json(result, out)}")
     return 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from dtd.cli import finite_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="inspect and collect offline datasets")
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    data.set_defaults(func=lambda args: data.print_help() or 2)
+    data.set_defaults(func=_no_subcommand)
 
     info = sub.add_parser("info", help="episodes, transitions and returns of a dataset")
     info.add_argument("source", nargs="?", default=None,
@@ -27,12 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="Minari id stored in the metadata; without --out the dataset goes to "
                           "<MINARI_DATASETS_PATH>/<id> (default dtd/<env>/collected-v0)")
     col.add_argument("--deterministic", action="store_true", help="policy mean actions (default: sampled)")
-    col.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise sigma (clipped to bounds)")
+    col.add_argument("--noise", type=finite_float, default=0.0, help="Gaussian action noise sigma (clipped to bounds)")
     col.add_argument("--algo", default=None, help="SB3 algorithm (default: detected from the file)")
     col.add_argument("--vecnormalize", default=None,
                      help="VecNormalize .pkl (default: <policy without .zip>/vecnormalize.pkl if present)")
-    col.add_argument("--ref-min", type=float, default=None, help="random-policy return (default: D4RL's)")
-    col.add_argument("--ref-max", type=float, default=None, help="expert return (default: D4RL's)")
+    col.add_argument("--ref-min", type=finite_float, default=None, help="random-policy return (default: D4RL's)")
+    col.add_argument("--ref-max", type=finite_float, default=None, help="expert return (default: D4RL's)")
     col.add_argument("--no-compress", action="store_true", help="keep Minari's uncompressed hdf5")
     col.add_argument("--description", default=None)
     col.set_defaults(func=cmd_collect)
@@ -43,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     maze.add_argument("--maze", required=True, choices=["umaze", "medium", "large"], help="PointMaze layout")
     maze.add_argument("--steps", type=int, required=True, help="transition budget (the last episode is cut)")
     maze.add_argument("--seed", type=int, default=0)
-    maze.add_argument("--noise", type=float, default=0.1, help="Gaussian action noise sigma")
+    maze.add_argument("--noise", type=finite_float, default=0.1, help="Gaussian action noise sigma")
     maze.add_argument("--out", default=None, help="dataset folder to create")
     maze.add_argument("--dataset-id", default=None,
                       help="without --out the dataset goes to <MINARI_DATASETS_PATH>/<id> "
@@ -109,3 +111,9 @@ def cmd_collect_maze(args: argparse.Namespace) -> int:
     for line in describe(load_dataset(str(dest))):
         print(line)
     return 0
+
+
+def _no_subcommand(args: argparse.Namespace) -> int:
+    from dtd.errors import DtdError
+
+    raise DtdError("data: choose a subcommand: info, collect, collect-maze (see `dtd data --help`)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from dtd.cli import finite_float
 import json
 import os
 from pathlib import Path
@@ -16,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by dtd train")
     p.add_argument("--checkpoint", default="last", help="checkpoint name under RUN_DIR/checkpoints (default: last)")
     p.add_argument("--episodes", type=int, default=None, help="episodes per target (default: the run's eval_episodes)")
-    p.add_argument("--targets", type=float, nargs="+", default=None,
+    p.add_argument("--targets", type=finite_float, nargs="+", default=None,
                    help="target returns (default: the run's eval_targets, else the spec's for the task)")
     p.add_argument("--seed", type=int, default=0, help="first episode seed (default: 0)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on episode length (default: the run's)")
@@ -25,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="CPU processes sharing the episodes (forked; same returns); 2 on a 2-core machine "
                         "runs model calls and MuJoCo steps side by side (default: the run's eval_workers, else 1)")
-    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N | mps")
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("report", help="table and learning curves over runs and seeds",
@@ -38,33 +40,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import torch
-
+    from dtd.device import resolve_device
     from dtd.errors import DtdError
     from dtd.evaluation.rollout import evaluate_run, format_table
+    from dtd.paths import check_output_file
     from dtd.training.checkpoint import CKPT_DIR, find_checkpoint, load_run
 
     run, name = Path(args.run_dir), args.checkpoint.removesuffix(".pt")
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise DtdError(f"--checkpoint: {args.checkpoint!r} is not a checkpoint name (e.g. last, step_0001000)")
     path = find_checkpoint(run) if name == "last" else run / CKPT_DIR / f"{name}.pt"  # clear errors for non-runs
     if not path.is_file():
         have = sorted(p.stem for p in (run / CKPT_DIR).glob("*.pt"))
         raise DtdError(f"{run}: no checkpoint '{name}' (have: {', '.join(have) or 'none'})")
-    if args.episodes is not None and args.episodes < 1:
-        raise DtdError(f"--episodes must be >= 1, got {args.episodes}")
-    if args.workers is not None and args.workers < 1:
-        raise DtdError(f"--workers must be >= 1, got {args.workers}")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model, ckpt = load_run(path, map_location=device)
+    for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps)):
+        if value is not None and value < 1:
+            raise DtdError(f"{flag} must be >= 1, got {value}")
+    if args.seed < 0:
+        raise DtdError(f"--seed must be >= 0, got {args.seed}")
+    device = resolve_device(args.device)
+    folder = run if run.is_dir() else path.parents[1]
+    out = check_output_file(folder / f"eval-{name}.json", "eval result")
+    model, ckpt = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
     workers = args.workers if args.workers is not None else (ckpt.get("config") or {}).get("eval_workers", 1)
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("vector", args.vector)) if v is not None}
     overrides["workers"] = workers if device == "cpu" else 1
     result = evaluate_run(model.to(device), ckpt, episodes=args.episodes, targets=args.targets, seed=args.seed,
                           device=device, **overrides)  # fmt: skip
     result.update(checkpoint=name, step=int(ckpt["step"]))
-    out = run / f"eval-{name}.json"
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(format_table(result))
     print(f"checkpoint {name} (step {result['step']}); wrote {out}")
     return 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,6 +26,7 @@ from dtd.data.loaders import check_env_id
 from dtd.errors import DtdError
 
 Policy = Callable[[np.ndarray], np.ndarray]  # raw env observation (S,) -> action (A,)
+TEMP_PREFIX = ".dtd-collect-"  # + <pid>-<random>: the temporary Minari root next to the destination
 
 SB3_ALGOS = {  # algorithm name -> (module, class)
     "a2c": ("stable_baselines3", "A2C"), "ppo": ("stable_baselines3", "PPO"),
@@ -67,8 +68,11 @@ def detect_algorithm(zip_path: Path) -> str:
 
 
 def load_sb3_policy(path: str | Path, deterministic: bool = False, algo: str | None = None,
-                    vecnormalize: str | Path | None = None, seed: int = 0) -> Policy:
-    """A policy function from an SB3 .zip; vecnormalize.pkl next to it (zoo layout) is used if found."""
+                    vecnormalize: str | Path | None = None, seed: int = 0, env=None) -> Policy:
+    """A policy function from an SB3 .zip; vecnormalize.pkl next to it (zoo layout) is used if found.
+
+    With `env`, the policy's observation and action spaces (and the VecNormalize statistics) must
+    fit that environment's, checked before any rollout."""
     import importlib
 
     path = Path(path)
@@ -86,11 +90,16 @@ def load_sb3_policy(path: str | Path, deterministic: bool = False, algo: str | N
     except Exception as exc:
         raise DtdError(f"{path}: cannot load the {cls} model ({type(exc).__name__}: {exc})") from None
     model.set_random_seed(seed)
+    if env is not None:
+        _check_policy_spaces(model, env, path)
 
     if vecnormalize is None:  # zoo layout: <Env>.zip + <Env>/vecnormalize.pkl
         candidate = path.with_suffix("") / "vecnormalize.pkl"
         vecnormalize = candidate if candidate.is_file() else None
-    normalize = _obs_normalizer(Path(vecnormalize)) if vecnormalize else (lambda o: o)
+    elif not Path(vecnormalize).is_file():
+        raise DtdError(f"{vecnormalize}: no such VecNormalize file")
+    obs_shape = getattr(model.observation_space, "shape", None)
+    normalize = _obs_normalizer(Path(vecnormalize), obs_shape) if vecnormalize else (lambda o: o)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         action, _ = model.predict(normalize(obs), deterministic=deterministic)
@@ -99,8 +108,17 @@ def load_sb3_policy(path: str | Path, deterministic: bool = False, algo: str | N
     return policy
 
 
-def _obs_normalizer(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """clip((obs - mean) / sqrt(var + eps), -clip, clip) from a pickled SB3 VecNormalize."""
+def _check_policy_spaces(model, env, path: Path) -> None:
+    """The saved policy must see the observations and make the actions of the env it will drive."""
+    for what, mine, theirs in (("observation", model.observation_space, env.observation_space),
+                               ("action", model.action_space, env.action_space)):
+        if getattr(mine, "shape", None) != getattr(theirs, "shape", None) or type(mine).__name__ != type(theirs).__name__:
+            raise DtdError(f"{path}: the policy's {what} space {mine} does not match {env.spec.id}'s {theirs}")
+
+
+def _obs_normalizer(path: Path, obs_shape: tuple | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """clip((obs - mean) / sqrt(var + eps), -clip, clip) from a pickled SB3 VecNormalize; its statistics
+    must have the policy's observation shape."""
     import pickle
 
     alias_gym_to_gymnasium()
@@ -112,6 +130,9 @@ def _obs_normalizer(path: Path) -> Callable[[np.ndarray], np.ndarray]:
         enabled = bool(getattr(vn, "norm_obs", True))
     except Exception as exc:
         raise DtdError(f"{path}: cannot read the VecNormalize statistics ({type(exc).__name__}: {exc})") from None
+    if obs_shape is not None and enabled and (mean.shape != tuple(obs_shape) or var.shape != tuple(obs_shape)):
+        raise DtdError(f"{path}: VecNormalize statistics of shape {mean.shape} do not fit the policy's "
+                       f"observations {tuple(obs_shape)}")
     if not enabled:
         return lambda o: o
     return lambda o: np.clip((o - mean) / np.sqrt(var + eps), -clip, clip).astype(np.float32)
@@ -150,22 +171,26 @@ def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path
 
     if steps < 1:
         raise DtdError(f"--steps: must be >= 1, got {steps}")
-    if not noise >= 0:  # also refuses nan
+    if not noise >= 0 or not math.isfinite(noise):  # also refuses nan
         raise DtdError(f"--noise: must be >= 0, got {noise}")
+    if seed < 0:
+        raise DtdError(f"--seed: must be >= 0, got {seed}")
     dataset_id = dataset_id or f"dtd/{refscores.env_key(env_id) or 'env'}/collected-v0"
     dest = dataset_destination(dataset_id, out)
     if ref_min is None and ref_max is None and refscores.ref_scores(env_id):
         ref_min, ref_max = refscores.ref_scores(env_id)
-    if (ref_min is None) != (ref_max is None):
-        raise DtdError("--ref-min/--ref-max: give both or neither")
+    check_ref_scores(ref_min, ref_max)
+    if policy == "random" and (vecnormalize is not None or algo is not None or deterministic):
+        raise DtdError("--vecnormalize, --algo and --deterministic apply to an SB3 policy, not to --policy random")
 
     check_env_id(env_id)
     env = gym.make(env_id)
     try:
+        check_flat_spaces(env, env_id)
         if policy == "random":
             act, algorithm = random_policy(env.action_space, seed), "random"
         else:
-            act = load_sb3_policy(policy, deterministic, algo, vecnormalize, seed)
+            act = load_sb3_policy(policy, deterministic, algo, vecnormalize, seed, env=env)
             kind = "deterministic" if deterministic else "sampled"
             algorithm = f"sb3-{algo or detect_algorithm(Path(policy))}-{kind}"
         buffers = rollout(env, act, steps, noise, np.random.default_rng(seed), progress)
@@ -179,8 +204,34 @@ def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path
     return dest
 
 
+def check_ref_scores(ref_min: float | None, ref_max: float | None) -> None:
+    """Reference returns for the normalised score: both or neither, finite, random below expert."""
+    if (ref_min is None) != (ref_max is None):
+        raise DtdError("--ref-min/--ref-max: give both or neither")
+    if ref_min is None:
+        return
+    if not (math.isfinite(ref_min) and math.isfinite(ref_max)):
+        raise DtdError(f"--ref-min/--ref-max: must be finite, got {ref_min} and {ref_max}")
+    if ref_min >= ref_max:
+        raise DtdError(f"--ref-min ({ref_min:g}) must be below --ref-max ({ref_max:g})")
+
+
+def check_flat_spaces(env, env_id: str) -> None:
+    """dtd datasets hold 1-D observation and action vectors (Box spaces); refuse anything else rather
+    than flatten images or dicts silently."""
+    import gymnasium as gym
+
+    for what, space in (("observation", env.observation_space), ("action", env.action_space)):
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise DtdError(f"{env_id}: its {what} space {space} is not a 1-D Box; dtd data collect records "
+                           "flat observation and action vectors only")
+
+
 def dataset_destination(dataset_id: str, out: str | Path | None) -> Path:
-    """The folder a new dataset goes to: `out`, else <Minari root>/<dataset_id>; must not exist yet."""
+    """The folder a new dataset goes to: `out`, else <Minari root>/<dataset_id>; must not exist yet,
+    and its parent must be creatable and writable (checked now, before the rollout)."""
+    from dtd.paths import check_output_dir
+
     from minari.dataset.minari_dataset import parse_dataset_id
     from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -188,10 +239,13 @@ def dataset_destination(dataset_id: str, out: str | Path | None) -> Path:
         parse_dataset_id(dataset_id)
     except ValueError as exc:
         raise DtdError(f"--dataset-id: {exc}") from None
+    if out is not None and not str(out).strip():
+        raise DtdError("--out: an empty path")
     dest = Path(get_dataset_path(dataset_id)) if out is None else Path(out).expanduser()
     dest = dest.resolve()  # Minari needs an absolute root
-    if dest.exists():
+    if dest.exists() or dest.is_symlink():
         raise DtdError(f"{dest}: already exists; remove it or choose another --out/--dataset-id")
+    check_output_dir(dest.parent, "dataset destination")
     return dest
 
 
@@ -206,21 +260,28 @@ def write_dataset(buffers: list, dest: Path, dataset_id: str, env, compress: boo
     import minari
     from minari.dataset.minari_storage import MinariStorage
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".dtd-collect-", dir=dest.parent))
+    from dtd.paths import clean_stale_temp, make_dirs, remove_made, temp_dir
+
+    made = make_dirs(dest.parent)
+    clean_stale_temp(dest.parent, TEMP_PREFIX)  # left by a killed collect
+    tmp_root = temp_dir(dest.parent, TEMP_PREFIX)
+    done = False
     try:
         with _minari_root(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # author_email / eval_env advice
             minari.create_dataset_from_buffers(dataset_id, buffers, env=env, author="dtd",
                                                code_permalink="dtd data collect", **metadata)
-        made = tmp_root / dataset_id
+        made_ds = tmp_root / dataset_id
         if compress:
-            _compress_hdf5(made / "data" / "main_data.hdf5")
-            storage = MinariStorage.read(made / "data")
+            _compress_hdf5(made_ds / "data" / "main_data.hdf5")
+            storage = MinariStorage.read(made_ds / "data")
             storage.update_metadata({"dataset_size": storage.get_size()})
-        os.rename(made, dest)
+        os.rename(made_ds, dest)
+        done = True
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+        if not done:
+            remove_made(made)
     return dest
 
 

@@ -37,6 +37,8 @@ def load_dataset(source: str, download: bool = False) -> EpisodeDataset:
     if not source:
         raise DtdError("dataset: empty dataset name")
     parts = [source] if os.path.exists(source) else [p.strip() for p in source.split("+")]
+    if not all(parts):
+        raise DtdError(f"{source}: a '+' join needs a dataset on both sides of every '+'")
     if len(parts) == 1:
         return to_maze_dataset(_load_one(parts[0], download))
     return combine([to_maze_dataset(_load_one(p, download)) for p in parts], name=source)
@@ -126,6 +128,7 @@ def _from_minari(ds, source: str) -> EpisodeDataset:
                 obs = obs["observation"]
             infos.update({k: np.asarray(v[:T]) for k, v in ep.infos.items()
                           if isinstance(v, np.ndarray) and len(v) >= T})
+            _check_step_shapes(source, np.asarray(obs), np.asarray(ep.actions))
             episodes.append(Episode(np.asarray(obs)[:T], ep.actions, ep.rewards, ep.terminations,
                                     ep.truncations, goals, infos))
     except DtdError:
@@ -228,8 +231,19 @@ def load_dt_pickle(path: Path, source: str) -> EpisodeDataset:
     return EpisodeDataset(episodes, source, *_env_and_refs(path, {}))
 
 
+def _check_step_shapes(where: str, observations, actions) -> None:
+    """Each step's observation and action must be a 1-D vector: (T, dim) arrays (a (T,) action array is
+    one action dimension). Images or nested arrays are refused instead of being flattened silently."""
+    obs, act = np.asarray(observations), np.asarray(actions)
+    if obs.ndim != 2:
+        raise DtdError(f"{where}: observations have shape {obs.shape}; dtd needs (T, obs_dim), one 1-D vector a step")
+    if act.ndim not in (1, 2):
+        raise DtdError(f"{where}: actions have shape {act.shape}; dtd needs (T, act_dim), one 1-D vector a step")
+
+
 def _episode(where: str, *arrays) -> Episode:
     try:
+        _check_step_shapes(where, arrays[0], arrays[1])
         ep = Episode(*arrays)
     except (ValueError, TypeError) as exc:
         raise DtdError(f"{where}: malformed arrays ({exc})") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import deque
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from dtd.errors import DtdError
 
+TEMP_PREFIX = ".dtd-collect-maze-"  # + <pid>-<random>: the temporary Minari root next to the destination
 LAYOUTS = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
 ROBOTS = {"point": "PointMaze_{}-v3", "ant": "AntMaze_{}-v5"}
 
@@ -165,24 +165,30 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
     from tqdm import tqdm
 
     from dtd.data.collect import _compress_hdf5, _minari_root
+    from dtd.paths import check_output_dir, clean_stale_temp, make_dirs, remove_made, temp_dir
 
     if steps < 1:
         raise DtdError(f"collect-maze: --steps must be >= 1, got {steps}")
-    if not noise >= 0:  # also refuses nan
+    if not noise >= 0 or not np.isfinite(noise):  # also refuses nan
         raise DtdError(f"collect-maze: --noise must be >= 0, got {noise}")
+    if seed < 0:
+        raise DtdError(f"collect-maze: --seed must be >= 0, got {seed}")
     env_id = maze_env_id(layout, "point")
     dataset_id = dataset_id or f"dtd/pointmaze-{layout}/planner-v0"
     try:
         minari.dataset.minari_dataset.parse_dataset_id(dataset_id)
     except ValueError as exc:
         raise DtdError(f"collect-maze: --dataset-id: {exc}") from None
+    if out is not None and not str(out).strip():
+        raise DtdError("collect-maze: --out: an empty path")
     if out is None:
         from minari.storage.datasets_root_dir import get_dataset_path
         dest = Path(get_dataset_path(dataset_id))
     else:
         dest = Path(out).expanduser()
-    if dest.exists():
+    if dest.exists() or dest.is_symlink():
         raise DtdError(f"collect-maze: {dest} already exists; remove it or choose another --out/--dataset-id")
+    check_output_dir(dest.parent, "collect-maze: dataset destination")  # now, not after the rollout
 
     env = make_maze_env(env_id, episodic=False)
     controller = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)
@@ -207,8 +213,9 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
                     actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
                     truncations=ep["trunc"], infos={"goal": observations["desired_goal"].astype(np.float32)}))
                 ep = None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp_root = Path(tempfile.mkdtemp(prefix=".dtd-collect-maze-", dir=dest.parent))
+        made = make_dirs(dest.parent)
+        clean_stale_temp(dest.parent, TEMP_PREFIX)  # left by a killed collect-maze
+        tmp_root, done = temp_dir(dest.parent, TEMP_PREFIX), False
         try:
             with _minari_root(tmp_root):
                 minari.create_dataset_from_buffers(
@@ -217,11 +224,14 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
                     description=(f"{env_id}: BFS waypoints over the maze grid, PD control (kp 10, kd 1), "
                                  f"Gaussian action noise {noise}, goal resampled when reached; "
                                  f"{steps} steps, seed {seed}; made with dtd data collect-maze"))
-            made = tmp_root / dataset_id
-            _compress_hdf5(made / "data" / "main_data.hdf5")
-            os.rename(made, dest)
+            built = tmp_root / dataset_id
+            _compress_hdf5(built / "data" / "main_data.hdf5")
+            os.rename(built, dest)
+            done = True
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
+            if not done:
+                remove_made(made)
     finally:
         env.close()
     return dest

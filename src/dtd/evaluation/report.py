@@ -47,6 +47,17 @@ def result_scores(result: dict) -> tuple[dict[str, float], str]:
     return {k: float(t[f"{kind}_mean"]) for k, t in targets.items()}, kind
 
 
+def _scores(result, where: str) -> tuple[dict[str, float], str]:
+    """result_scores, with a malformed evaluation record as one DtdError naming where it came from."""
+    try:
+        scores, kind = result_scores(result)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise DtdError(f"{where}: malformed evaluation record (expected per-target scores)") from None
+    if not scores:
+        raise DtdError(f"{where}: the evaluation record has no targets")
+    return scores, kind
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -67,7 +78,12 @@ def load_run_scores(run_dir: str | Path) -> RunScores:
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise DtdError(f"{run}: not a dtd run folder (no config.yaml)")
-    config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DtdError(f"{run / 'config.yaml'}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise DtdError(f"{run / 'config.yaml'}: not a dtd config (a mapping of field: value)")
     curve, last = [], None
     if (run / METRICS_FILE).is_file():
         for number, text in enumerate((run / METRICS_FILE).read_text().splitlines(), 1):
@@ -77,8 +93,10 @@ def load_run_scores(run_dir: str | Path) -> RunScores:
                 line = json.loads(text)
             except ValueError:
                 raise DtdError(f"{run / METRICS_FILE}:{number}: not a JSON line") from None
+            if not isinstance(line, dict):
+                raise DtdError(f"{run / METRICS_FILE}:{number}: not a JSON object")
             if (result := _eval_results(line)) is not None:
-                scores, _ = result_scores(result)
+                scores, _ = _scores(result, f"{run / METRICS_FILE}:{number}")
                 curve.append((int(line.get("step", 0)), max(scores.values())))
                 last = result
     newest = sorted(run.glob("eval-*.json"), key=lambda p: p.stat().st_mtime)
@@ -88,7 +106,7 @@ def load_run_scores(run_dir: str | Path) -> RunScores:
         last = _read_json(newest[-1])
     if last is None:
         raise DtdError(f"{run}: no evaluation yet (no {EVAL_FILE}, eval-*.json or eval line in {METRICS_FILE})")
-    final, kind = result_scores(last)
+    final, kind = _scores(last, str(run))
     preset = config.get("preset") or config.get("model") or "run"
     return RunScores(run, str(preset), str(config.get("dataset", "?")), int(config.get("seed", 0)), final, kind, curve)
 
@@ -158,28 +176,35 @@ def plot_curves(groups: dict[tuple[str, str], list[RunScores]], path: Path) -> b
         ax.legend(fontsize=8)
         fig.tight_layout()
         tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        try:
+            fig.savefig(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     plt.close(fig)
     return drawn
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Write report.md (and curves.png when runs logged evaluations) into out_dir; returns the paths."""
+    from dtd.paths import check_output_dir, check_output_file
+
     if not run_dirs:
         raise DtdError("report: no run folders given")
+    out = check_output_dir(out_dir, "report --out")
+    png, md = check_output_file(out / "curves.png", "report"), check_output_file(out / "report.md", "report")
     groups = group_runs([load_run_scores(d) for d in run_dirs])
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    png = out / "curves.png"
     text = "# dtd report\n\n" + markdown_table(groups)
     if plot_curves(groups, png):
         written["curves"] = png
         text += f"\n![learning curves]({png.name})\n"
-    md = out / "report.md"
     tmp = md.with_name(md.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, md)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, md)
+    finally:
+        tmp.unlink(missing_ok=True)
     written["table"] = md
     return written

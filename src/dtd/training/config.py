@@ -97,15 +97,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def check_ranges(self) -> None:
-        """A value out of range is one DtdError before any work starts (a typed field can still be -1 or nan)."""
+        """A value out of range is one DtdError before any work starts (a typed field can still be -1 or nan).
+
+        Every float must be finite (inf passes a "> 0" test but trains nothing)."""
         for name, (rule, ok) in RANGES.items():
             value = getattr(self, name)
             if value is not None and not ok(value):
                 raise DtdError(f"--{name} must be {rule}, got {value}")
+        for name in FLOAT_FIELDS:
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            if not all(v is None or math.isfinite(v) for v in values):
+                raise DtdError(f"--{name} must be finite, got {value}")
         if any(s < 1 for s in self.probe_steps):
             raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
-        if not all(math.isfinite(t) for t in self.eval_targets):
-            raise DtdError(f"--eval_targets must be finite numbers, got {self.eval_targets}")
+        if self.run_name:
+            from dtd.paths import check_run_name
+
+            check_run_name(self.run_name)
 
 
 # Allowed values of the numeric fields: (as the error says it, test). nan fails every test.
@@ -115,13 +124,18 @@ RANGES = {"context_len": _GE1, "max_ep_len": _GE1, "reward_scale": _GT0, "waypoi
           "hidden_size": _GE1, "n_layer": _GE1, "n_head": _GE1, "batch_size": _GE1, "lr": _GT0, "weight_decay": _GE0,
           "warmup_steps": _GE0, "steps": _GE1, "max_minutes": _GE0, "grad_clip": _GE0, "waypoint_weight": _GE0,
           "log_every": _GE0, "eval_every": _GE0, "ckpt_every": _GE0, "eval_episodes": _GE0, "eval_max_steps": _GE0,
-          "eval_workers": _GE1, "threads": _GE0}
+          "eval_workers": _GE1, "threads": _GE0, "seed": _GE0}
 
 
 MODEL_FIELDS = ("hidden_size", "n_layer", "n_head", "dropout", "bias", "combiner", "norm_mode",
                 "modality_emb", "join_all", "norm_joint", "waypoint_head")
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _is_float_field(name: str) -> bool:
+    base, _ = _unwrap_optional(_HINTS[name])
+    return base is float or (typing.get_origin(base) is list and typing.get_args(base)[0] is float)
 
 
 # ---- typed values -----------------------------------------------------------------------------
@@ -188,11 +202,16 @@ def parse_text(name: str, text: str) -> Any:
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if typing.get_origin(base) is list:
-            return typing.get_args(base)[0](text)  # one element; argparse collects the list (nargs="*")
-        return base(text)
+        item = typing.get_args(base)[0] if typing.get_origin(base) is list else base
+        value = item(text)  # a list field gets one element here; argparse collects the list (nargs="*")
+        if item is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"--{name} must be a finite number, got {text!r}")
+        return value
     except ValueError:
         raise argparse.ArgumentTypeError(f"--{name} expects {_type_name(_HINTS[name])}, got {text!r}") from None
+
+
+FLOAT_FIELDS = tuple(name for name in FIELDS if _is_float_field(name))
 
 
 # ---- YAML presets -----------------------------------------------------------------------------

@@ -35,26 +35,25 @@ def init_distributed(device: str) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    dist_info = Dist(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        import torch
+    from dtd.device import resolve_device
 
-        gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    dist_info = Dist(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    gpu = resolve_device(device, dist_info.local_rank).startswith("cuda")  # a bad device fails before joining
+    if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if gpu else "gloo")
     return dist_info
 
 
 def rank_device(device: str, info: Dist) -> str:
-    """'auto' -> cuda when present; with several ranks on GPUs each takes cuda:LOCAL_RANK."""
-    import torch
+    """This rank's resolved device ('auto' -> cuda when present), made current when it is a GPU.
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and info.enabled:
-        device = f"cuda:{info.local_rank}"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-    return device
+    With several ranks an index-less cuda becomes cuda:LOCAL_RANK; alone, torch's current device.
+    """
+    from dtd.device import activate, resolve_device
+
+    resolved = resolve_device(device, info.local_rank if info.enabled else None)
+    activate(resolved)
+    return resolved
 
 
 def barrier(info: Dist) -> None:

@@ -93,18 +93,18 @@ def iql_losses(model, batch: dict, discount: float, expectile: float, temperatur
 def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Path:
     """Train IQL on cfg.dataset into cfg.out_dir/run_name; returns the run folder."""
     import torch
-    import yaml
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
 
+    from dtd import paths
     from dtd.data.loaders import load_dataset
+    from dtd.device import activate, resolve_device
     from dtd.models.iql import IQL, IQLNetConfig
 
-    for name in ("discount", "expectile"):
-        if not 0.0 < getattr(cfg, name) < 1.0:
-            raise DtdError(f"iql: --{name} must be in (0, 1), got {getattr(cfg, name)}")
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise DtdError("iql: --steps and --batch-size must be >= 1")
+    check_iql_config(cfg)
+    device = resolve_device(cfg.device)
+    name = cfg.run_name or f"iql-{Path(cfg.dataset.replace('/', '-')).stem}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    hint = "use --force to overwrite it"
+    paths.check_run_target(cfg.out_dir, name, force, hint)  # before any work; created only after loading
+    activate(device)
     dataset = load_dataset(cfg.dataset)
     mean, std = dataset.state_stats()
     data = transitions(dataset, cfg.reward_scale, cfg.reward_shift)
@@ -113,7 +113,6 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = cfg.device
     tensors = {k: torch.from_numpy(v).to(device) for k, v in data.items()}
     net_cfg = IQLNetConfig(dataset.obs_dim, dataset.act_dim, cfg.hidden, cfg.n_layers)
     model = IQL(net_cfg).to(device)
@@ -123,9 +122,53 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
         "actor": torch.optim.Adam(model.actor.parameters(), lr=cfg.lr),
     }
 
-    name = cfg.run_name or f"iql-{Path(cfg.dataset.replace('/', '-')).stem}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = ckpt_io.new_run_dir(Path(cfg.out_dir) / name, force)
+    run_dir, lock, made = paths.prepare_run_dir(cfg.out_dir, name, force, hint)
     cfg = dataclasses.replace(cfg, run_name=name)
+    try:
+        _train_loop(cfg, run_dir, model, opts, tensors, n, rng, dataset, mean, std, net_cfg, progress)
+    except BaseException:
+        # IQL has no resume: a run that did not finish is worth nothing and must not block a rerun
+        paths.discard_failed_run(run_dir, lock, made, keep_checkpoints=False)
+        raise
+    finally:
+        lock.release()
+    return run_dir
+
+
+def check_iql_config(cfg: IQLConfig) -> None:
+    """Every IQL setting in range (floats finite) before any work: one DtdError naming the flag."""
+    from dtd.paths import check_run_name
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DtdError(f"iql: --{f.name.replace('_', '-')} must be finite, got {value}")
+    for name in ("discount", "expectile"):
+        if not 0.0 < getattr(cfg, name) < 1.0:
+            raise DtdError(f"iql: --{name} must be in (0, 1), got {getattr(cfg, name)}")
+    if not 0.0 < cfg.tau <= 1.0:
+        raise DtdError(f"iql: --tau must be in (0, 1], got {cfg.tau}")
+    if cfg.lr <= 0 or cfg.temperature < 0:
+        raise DtdError(f"iql: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}")
+    for name in ("steps", "batch_size", "hidden", "n_layers"):
+        if getattr(cfg, name) < 1:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("log_every", "ckpt_every", "seed"):
+        if getattr(cfg, name) < 0:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.run_name:
+        check_run_name(cfg.run_name, "--run-name")
+
+
+def _train_loop(cfg: IQLConfig, run_dir: Path, model, opts: dict, tensors: dict, n: int, rng, dataset, mean, std,
+                net_cfg, progress: bool) -> None:
+    """The IQL steps, logs and checkpoints of train_iql, inside its run folder."""
+    import torch
+    import yaml
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
     tmp = run_dir / "config.yaml.tmp"
     tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     os.replace(tmp, run_dir / ckpt_io.CONFIG_FILE)
@@ -140,42 +183,44 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
         }  # fmt: skip
         ckpt_io.save_checkpoint(state, run_dir / ckpt_io.CKPT_DIR / ckpt_io.LAST)
 
-    sums: dict[str, float] = {}
-    n_acc = 0
-    bar = tqdm(range(1, cfg.steps + 1), desc="train iql", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        idx = torch.from_numpy(rng.integers(0, n, size=cfg.batch_size)).to(device)
-        batch = {k: v[idx] for k, v in tensors.items()}
-        losses = iql_losses(model, batch, cfg.discount, cfg.expectile, cfg.temperature)
-        for key, opt in (("value", opts["value"]), ("q", opts["q"]), ("actor", opts["actor"])):
-            opt.zero_grad(set_to_none=True)
-            losses[f"{key}_loss"].backward()
-            opt.step()
-        model.update_targets(cfg.tau)
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.item()
-        n_acc += 1
-        if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
-            record = {"step": step, **{k: v / n_acc for k, v in sums.items()}}
-            if not all(math.isfinite(v) for v in record.values()):
-                raise DtdError(f"iql: a loss became non-finite at step {step} (try a lower --lr)")
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-            for k, v in record.items():
-                if k != "step":
-                    tb.add_scalar(f"iql/{k}", v, step)
-            bar.set_postfix(v=f"{record['value_loss']:.3g}", q=f"{record['q_loss']:.3g}")
-            sums, n_acc = {}, 0
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step != cfg.steps:
-            save(step)
-    metrics.close()
-    tb.close()
+    try:
+        sums: dict[str, float] = {}
+        n_acc = 0
+        bar = tqdm(range(1, cfg.steps + 1), desc="train iql", unit="step", disable=not progress, dynamic_ncols=True)
+        for step in bar:
+            idx = torch.from_numpy(rng.integers(0, n, size=cfg.batch_size)).to(device)
+            batch = {k: v[idx] for k, v in tensors.items()}
+            losses = iql_losses(model, batch, cfg.discount, cfg.expectile, cfg.temperature)
+            for key, opt in (("value", opts["value"]), ("q", opts["q"]), ("actor", opts["actor"])):
+                opt.zero_grad(set_to_none=True)
+                losses[f"{key}_loss"].backward()
+                opt.step()
+            model.update_targets(cfg.tau)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            n_acc += 1
+            if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
+                record = {"step": step, **{k: v / n_acc for k, v in sums.items()}}
+                if not all(math.isfinite(v) for v in record.values()):
+                    raise DtdError(f"iql: a loss became non-finite at step {step} (try a lower --lr)")
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                for k, v in record.items():
+                    if k != "step":
+                        tb.add_scalar(f"iql/{k}", v, step)
+                bar.set_postfix(v=f"{record['value_loss']:.3g}", q=f"{record['q_loss']:.3g}")
+                sums, n_acc = {}, 0
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step != cfg.steps:
+                save(step)
+    finally:
+        metrics.close()
+        tb.close()
 
     from dtd.models.iql import ValueCritic
 
-    values = ValueCritic(model, mean, std, 0.0, 1.0, device).values(np.concatenate([ep.observations for ep in dataset.episodes]))
+    values = ValueCritic(model, mean, std, 0.0, 1.0, str(device)).values(
+        np.concatenate([ep.observations for ep in dataset.episodes]))
     save(cfg.steps, float(values.max()), float(values.min()))
-    return run_dir
 
 
 def load_critic(path: str | Path, device: str = "cpu"):

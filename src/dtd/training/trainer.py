@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dtd import paths
 from dtd.errors import DtdError
 from dtd.training import checkpoint as ckpt_io
 from dtd.training import ddp
@@ -83,15 +84,26 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
 
     from dtd.data.loaders import check_env_compat, load_dataset
     from dtd.data.sampler import SequenceSampler
+    from dtd.device import resolve_device
     from dtd.evaluation import goals
     from dtd.models import build_model, rebuild_model
     from dtd.training.probe import probe_batch, shuffle_probe
     from dtd.training.schedule import make_optimizer, make_scheduler
 
     cfg.check_ranges()
+    resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp_world() > 1 else None)
+    if ckpt is None:  # where the run goes: checked (not created) before any work
+        name = cfg.run_name or _auto_name(cfg)
+        paths.check_run_target(cfg.out_dir, name, force, _exists_hint(Path(cfg.out_dir) / name))
+        cfg.run_name = name
+    else:
+        assert run_dir is not None
+        paths.RunLock(run_dir).check_free()
+        paths.check_output_dir(run_dir, "run folder")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     dist = ddp.init_distributed(cfg.device)
+    lock, made, created, log = None, [], False, None
     try:
         device = ddp.rank_device(cfg.device, dist)
         # ---- data ----
@@ -150,8 +162,14 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
                                           find_unused_parameters=True)
 
         # ---- run folder and logs (rank 0) ----
-        run_dir = ddp.broadcast_object(_prepare_run_dir(cfg, run_dir, force, ckpt is not None)
-                                       if dist.is_main else None, dist)
+        if dist.is_main:
+            if ckpt is None:
+                run_dir, lock, made = paths.prepare_run_dir(cfg.out_dir, cfg.run_name, force,
+                                                            _exists_hint(Path(cfg.out_dir) / cfg.run_name))
+                created = True
+            else:
+                lock = paths.RunLock(run_dir).acquire()
+        run_dir = ddp.broadcast_object(run_dir if dist.is_main else None, dist)
         log = _Logger(run_dir, start, enabled=dist.is_main)
         if dist.is_main:
             save_yaml(cfg, run_dir / ckpt_io.CONFIG_FILE)
@@ -252,8 +270,16 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
             _write_json(run_dir / EVAL_FILE, _eval_summary(result, cfg))
         ddp.barrier(dist)  # every rank done talking before the group is torn down
         return result
+    except BaseException:
+        if created:  # a run that failed before its first checkpoint must not block the next attempt
+            if log is not None:
+                log.close()
+            paths.discard_failed_run(run_dir, lock, made)
+        raise
     finally:
         net = None  # DDP holds the process group; gloo's threads must not outlive it
+        if lock is not None:
+            lock.release()
         ddp.cleanup(dist)
 
 
@@ -273,15 +299,12 @@ def _model_kwargs(model) -> dict[str, Any]:
     return dataclasses.asdict(model.config)
 
 
-def _prepare_run_dir(cfg: TrainConfig, run_dir: Path | None, force: bool, resuming: bool) -> Path:
-    if resuming:
-        assert run_dir is not None
-        return run_dir
-    name = cfg.run_name or _auto_name(cfg)
-    path = Path(cfg.out_dir) / name
-    ckpt_io.new_run_dir(path, force, hint=f"use --resume {path} to continue it, or --force to overwrite")
-    cfg.run_name = name
-    return path
+def ddp_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _exists_hint(path: Path) -> str:
+    return f"use --resume {path} to continue it, or --force to overwrite"
 
 
 def _auto_name(cfg: TrainConfig) -> str:
@@ -386,7 +409,7 @@ class _Logger:
         self.tb.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and not self.file.closed:
             self.file.close()
             self.tb.close()
 

@@ -1,0 +1,310 @@
+"""Issue #16: bad invocations of every subcommand, as a table. Each row must exit 2 with exactly one
+`dtd: error:` line, no traceback, and leave the working folder exactly as it was (files: path, size,
+mtime; folders: path), so a refused command never destroys, half-writes or leaves anything behind.
+
+Fixtures are real: a copy of a tiny trained run, a user's own folder, a regular file, a run that a
+live lock holds, small SB3 policies and a VecNormalize file for the wrong environment.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dtd.cli import main
+from dtd.paths import RunLock
+
+CUDA = torch.cuda.is_available()
+LINUX = sys.platform.startswith("linux")  # /proc: a folder nobody can write in, root included
+
+TINY = ["--no-progress", "--hidden_size", "16", "--n_layer", "1", "--n_head", "2", "--model", "dt-small",
+        "--context_len", "4", "--batch_size", "8", "--steps", "2", "--eval_episodes", "0",
+        "--eval_untrained", "false", "--log_every", "0", "--ckpt_every", "0", "--threads", "1"]
+T = ["train", *TINY]
+E = ["eval", "runs/good"]
+X = ["export", "runs/good"]
+A = ["attention", "runs/good", "--windows", "2"]
+B = ["bench", "--tiny", "--no-progress", "--no-naive", "--out", "b.json"]
+IQ = ["iql", "train", "embedded:hopper", "--steps", "2", "--batch-size", "8", "--hidden", "8", "--n-layers", "2",
+      "--log-every", "0", "--ckpt-every", "0", "--out-dir", "iqlruns"]
+C = ["data", "collect", "--env", "Hopper-v5", "--steps", "20"]
+CR = C + ["--policy", "random", "--out", "ds"]
+M = ["data", "collect-maze", "--maze", "umaze", "--steps", "20"]
+
+# (row id, argv, a fragment the error line must contain)
+ROWS: list[tuple[str, list[str], str]] = [
+    # --- usage errors (argparse) are one error line too
+    ("no-such-command", ["nosuch"], "invalid choice"),
+    ("data-no-subcommand", ["data"], "choose a subcommand"),
+    ("iql-no-subcommand", ["iql"], "choose a subcommand"),
+    ("train-unknown-flag", T + ["--nosuch", "1"], "unrecognized arguments"),
+    ("train-int-type", T + ["--batch_size", "x"], "--batch_size expects int"),
+    ("train-bool-type", T + ["--delayed", "maybe"], "--delayed expects bool"),
+    ("eval-missing-run", ["eval"], "required"),
+    ("eval-vector-choice", E + ["--vector", "nope"], "invalid choice"),
+    ("export-missing-out", ["export", "runs/good"], "required"),
+    ("export-format-choice", X + ["--format", "nope", "--out", "p.pt"], "invalid choice"),
+    ("attention-layer-choice", A + ["--layer", "nope"], "invalid choice"),
+    ("bench-int-type", B + ["--steps", "x"], "invalid"),
+    ("iql-missing-dataset", ["iql", "train"], "required"),
+    ("collect-missing-env", ["data", "collect", "--policy", "random", "--steps", "5"], "required"),
+    ("maze-choice", M + ["--maze", "huge"], "invalid choice"),
+    ("report-missing-runs", ["report"], "required"),
+    # --- run names and --force: never outside out_dir, never a folder that is not a run
+    ("train-name-dot", T + ["--run_name", ".", "--force"], "plain folder name"),
+    ("train-name-dotdot", T + ["--run_name", "..", "--force"], "plain folder name"),
+    ("train-name-escape", T + ["--run_name", "../escape"], "plain folder name"),
+    ("train-name-slash", T + ["--run_name", "a/b"], "plain folder name"),
+    ("train-name-hidden", T + ["--run_name", ".hidden"], "plain folder name"),
+    ("train-force-user-folder", T + ["--out_dir", ".", "--run_name", "mydata", "--force"], "not a dtd run folder"),
+    ("train-force-file", T + ["--out_dir", ".", "--run_name", "file.txt", "--force"], "not a dtd run folder"),
+    ("train-existing-run", T + ["--run_name", "good"], "run folder exists"),
+    ("train-force-live-run", T + ["--run_name", "locked", "--force"], "training this run right now"),
+    ("train-second-trainer", T + ["--run_name", "locked"], "training this run right now"),
+    ("train-resume-live-run", ["train", "--resume", "runs/locked", "--steps", "10"], "training this run right now"),
+    ("train-resume-user-folder", ["train", "--resume", "mydata"], "not a dtd run folder"),
+    ("train-resume-nowhere", ["train", "--resume", "nowhere"], "no such run folder"),
+    ("train-resume-with-config", ["train", "--resume", "runs/good", "--config", "quick"], "cannot be combined"),
+    ("train-resume-changes-lr", ["train", "--resume", "runs/good", "--lr", "1"], "not lr"),
+    ("train-resume-done", ["train", "--resume", "runs/good"], "already trained"),
+    ("iql-name-dotdot", IQ + ["--run-name", "..", "--force"], "plain folder name"),
+    ("iql-name-escape", IQ + ["--run-name", "../x"], "plain folder name"),
+    ("iql-force-user-folder", IQ + ["--out-dir", ".", "--run-name", "mydata", "--force"], "not a dtd run folder"),
+    ("iql-existing-run", IQ + ["--out-dir", "runs", "--run-name", "good"], "run folder exists"),
+    ("iql-force-live-run", IQ + ["--out-dir", "runs", "--run-name", "locked", "--force"], "right now"),
+    # --- output locations, checked before any work
+    ("train-outdir-file", T + ["--out_dir", "file.txt"], "not a folder"),
+    ("train-outdir-under-file", T + ["--out_dir", "file.txt/sub"], "is a file"),
+    ("iql-outdir-file", IQ + ["--out-dir", "file.txt"], "not a folder"),
+    ("eval-result-is-folder", ["eval", "runs/evaldir"], "is a folder"),
+    ("export-out-folder", X + ["--out", "adir"], "is a folder"),
+    ("export-out-slash", X + ["--out", "newdir/"], "names a folder"),
+    ("export-out-under-file", X + ["--out", "file.txt/p.pt"], "is a file"),
+    ("export-ts-as-onnx", X + ["--out", "p.onnx"], "not ending in .onnx"),
+    ("export-onnx-as-pt", X + ["--format", "onnx", "--out", "p.pt"], "ending in .onnx"),
+    ("attention-out-file", A + ["--out", "file.txt"], "not a folder"),
+    ("attention-out-under-file", A + ["--out", "file.txt/sub"], "is a file"),
+    ("attention-compare-out-file", ["attention", "--compare", "runs/good", "runs/evaldir", "--out", "file.txt"],
+     "not a folder"),
+    ("report-out-file", ["report", "runs/good", "--out", "file.txt"], "not a folder"),
+    ("report-out-under-file", ["report", "runs/good", "--out", "file.txt/sub"], "is a file"),
+    ("bench-out-folder", B[:-2] + ["--out", "adir"], "is a folder"),
+    ("bench-out-under-file", B[:-2] + ["--out", "file.txt/b.json"], "is a file"),
+    ("collect-out-under-file", C + ["--policy", "random", "--out", "file.txt/ds"], "not a folder"),
+    ("collect-out-exists", C + ["--policy", "random", "--out", "mydata"], "already exists"),
+    ("collect-out-is-file", C + ["--policy", "random", "--out", "file.txt"], "already exists"),
+    ("maze-out-under-file", M + ["--out", "file.txt/ds"], "not a folder"),
+    ("maze-out-exists", M + ["--out", "mydata"], "already exists"),
+    ("train-outdir-empty", T + ["--out_dir", ""], "empty path"),
+    ("export-out-empty", X + ["--out", ""], "empty path"),
+    ("attention-out-empty", A + ["--out", ""], "empty path"),
+    ("collect-out-empty", CR[:-1] + [""], "empty path"),
+    ("maze-out-empty", M + ["--out", ""], "empty path"),
+    ("report-out-empty", ["report", "runs/good", "--out", ""], "empty path"),
+    # --- values that must be refused
+    ("train-lr-inf", T + ["--lr", "inf"], "finite"),
+    ("train-lr-nan", T + ["--lr", "nan"], "finite"),
+    ("train-lr-neg-inf", T + ["--lr=-inf"], "finite"),
+    ("train-reward-scale-inf", T + ["--reward_scale", "inf"], "finite"),
+    ("train-max-minutes-inf", T + ["--max_minutes", "inf"], "finite"),
+    ("train-targets-inf", T + ["--eval_targets", "3600", "inf"], "finite"),
+    ("train-yaml-inf", T + ["--config", "cfg/inf.yaml"], "finite"),
+    ("train-steps-0", T + ["--steps", "0"], "--steps must be >= 1"),
+    ("train-seed-neg", T + ["--seed", "-1"], "--seed must be >= 0"),
+    ("train-dropout-1", T + ["--dropout", "1"], "--dropout must be"),
+    ("train-no-preset", T + ["--config", "no-such-preset"], "no such file"),
+    ("train-model-unknown", T + ["--model", "nosuch"], "unknown model"),
+    ("train-dataset-missing", T + ["--dataset", "data/missing.pkl"], "no such file"),
+    ("train-join-empty-right", T + ["--dataset", "embedded:hopper+"], "'+' join"),
+    ("train-join-empty-left", T + ["--dataset", "+embedded:hopper"], "'+' join"),
+    ("train-obs-not-1d", T + ["--dataset", "data/nd.pkl"], "observations have shape"),
+    ("train-env-mismatch", T + ["--env_id", "Walker2d-v5", "--eval_episodes", "1"], "do not match"),
+    ("eval-max-steps-0", E + ["--max-steps", "0"], "--max-steps must be >= 1"),
+    ("eval-max-steps-neg", E + ["--max-steps", "-1"], "--max-steps must be >= 1"),
+    ("eval-episodes-0", E + ["--episodes", "0"], "--episodes must be >= 1"),
+    ("eval-workers-0", E + ["--workers", "0"], "--workers must be >= 1"),
+    ("eval-seed-neg", E + ["--seed", "-1"], "--seed must be >= 0"),
+    ("eval-targets-inf", E + ["--targets", "inf"], "finite"),
+    ("eval-targets-nan", E + ["--targets", "3600", "nan"], "finite"),
+    ("eval-no-checkpoint", E + ["--checkpoint", "step_9"], "no checkpoint"),
+    ("eval-checkpoint-path", E + ["--checkpoint", "../x"], "not a checkpoint name"),
+    ("eval-user-folder", ["eval", "mydata"], "not a dtd run folder"),
+    ("eval-nowhere", ["eval", "nowhere"], "no such run folder"),
+    ("export-user-folder", ["export", "mydata", "--out", "p.pt"], "not a dtd run folder"),
+    ("attention-windows-0", A + ["--windows", "0"], "--windows must be >= 1"),
+    ("attention-seed-neg", A + ["--seed", "-1"], "--seed must be >= 0"),
+    ("attention-run-and-compare", ["attention", "runs/good", "--compare", "a", "b"], "not both"),
+    ("attention-no-run", ["attention"], "give a RUN_DIR"),
+    ("attention-user-folder", ["attention", "mydata"], "not a dtd run folder"),
+    ("attention-compare-missing", ["attention", "--compare", "runs/good", "nowhere", "--out", "cmp"],
+     "no such run folder"),
+    ("attention-compare-same-name", ["attention", "--compare", "runs/good", "mydata/../runs/good"], "collide"),
+    ("attention-bad-dataset", A + ["--dataset", "embedded:hopper+", "--out", "att"], "'+' join"),
+    ("report-user-folder", ["report", "mydata", "--out", "rep"], "not a dtd run folder"),
+    ("report-nowhere", ["report", "nowhere", "--out", "rep"], "not a dtd run folder"),
+    ("report-no-evaluation", ["report", "runs/good", "--out", "rep"], "no evaluation yet"),
+    ("bench-steps-0", B + ["--steps", "0"], ">= 1"),
+    ("bench-batch-0", B + ["--batch-sizes", "0"], ">= 1"),
+    ("bench-episodes-0", B + ["--eval-episodes", "0"], ">= 1"),
+    ("bench-eval-max-steps-0", B + ["--eval-max-steps", "0"], "--eval-max-steps"),
+    ("bench-threads-0", B + ["--threads", "0"], "threads must be >= 1"),
+    ("bench-ddp-neg", B + ["--ddp", "-1"], "--ddp"),
+    ("bench-preset-unknown", B + ["--presets", "nosuch"], "unknown preset"),
+    ("bench-variant-empty-part", B + ["--variants", "bf16+"], "unknown variant"),
+    ("bench-run-user-folder", B + ["--run", "mydata"], "not a dtd run folder"),
+    ("iql-lr-inf", IQ + ["--lr", "inf"], "finite"),
+    ("iql-discount-nan", IQ + ["--discount", "nan"], "finite"),
+    ("iql-discount-1", IQ + ["--discount", "1"], "--discount must be in (0, 1)"),
+    ("iql-tau-0", IQ + ["--tau", "0"], "--tau must be in"),
+    ("iql-reward-scale-inf", IQ + ["--reward-scale", "inf"], "finite"),
+    ("iql-steps-0", IQ + ["--steps", "0"], "--steps must be >= 1"),
+    ("iql-hidden-0", IQ + ["--hidden", "0"], "--hidden must be >= 1"),
+    ("iql-join-empty", ["iql", "train", "embedded:hopper+", "--out-dir", "iqlruns"], "'+' join"),
+    ("info-obs-not-1d", ["data", "info", "data/nd.pkl"], "observations have shape"),
+    ("info-join-empty-middle", ["data", "info", "embedded:hopper++embedded:hopper"], "'+' join"),
+    ("info-unknown-embedded", ["data", "info", "embedded:nope"], "no such embedded dataset"),
+    ("info-unknown-env", ["data", "info", "--env", "Nope-v9"], "unknown environment"),
+    ("info-env-mismatch", ["data", "info", "--env", "Walker2d-v5"], "do not match"),
+    ("collect-noise-inf", CR + ["--noise", "inf"], "finite"),
+    ("collect-noise-neg", CR + ["--noise", "-1"], "--noise"),
+    ("collect-ref-equal", CR + ["--ref-min", "5", "--ref-max", "5"], "must be below"),
+    ("collect-ref-reversed", CR + ["--ref-min", "10", "--ref-max", "1"], "must be below"),
+    ("collect-ref-one-only", CR + ["--ref-min", "1"], "both or neither"),
+    ("collect-ref-inf", CR + ["--ref-max", "inf"], "finite"),
+    ("collect-seed-neg", CR + ["--seed", "-1"], "--seed"),
+    ("collect-steps-0", C[:-2] + ["--steps", "0", "--policy", "random", "--out", "ds"], "--steps"),
+    ("collect-random-vecnormalize", CR + ["--vecnormalize", "pol/vn.pkl"], "not to --policy random"),
+    ("collect-random-algo", CR + ["--algo", "ppo"], "not to --policy random"),
+    ("collect-policy-wrong-env", C + ["--policy", "pol/pendulum.zip", "--out", "ds"], "does not match"),
+    ("collect-vecnormalize-wrong-env", C + ["--policy", "pol/hopper.zip", "--vecnormalize", "pol/vn.pkl",
+                                            "--out", "ds"], "do not fit"),
+    ("collect-vecnormalize-missing", C + ["--policy", "pol/hopper.zip", "--vecnormalize", "pol/no.pkl",
+                                          "--out", "ds"], "no such VecNormalize file"),
+    ("collect-policy-missing", C + ["--policy", "pol/missing.zip", "--out", "ds"], "no such policy file"),
+    ("collect-policy-not-sb3", C + ["--policy", "file.txt", "--out", "ds"], "not a Stable-Baselines3"),
+    ("collect-algo-unknown", C + ["--policy", "pol/hopper.zip", "--algo", "nosuch", "--out", "ds"],
+     "unknown algorithm"),
+    ("collect-discrete-env", ["data", "collect", "--env", "CartPole-v1", "--policy", "random", "--steps", "5",
+                              "--out", "ds"], "not a 1-D Box"),
+    ("collect-unknown-env", ["data", "collect", "--env", "Nope-v9", "--policy", "random", "--steps", "5",
+                             "--out", "ds"], "unknown environment"),
+    ("collect-bad-dataset-id", C + ["--policy", "random", "--dataset-id", "no version"], "--dataset-id"),
+    ("maze-noise-nan", M + ["--noise", "nan", "--out", "ds"], "finite"),
+    ("maze-noise-neg", M + ["--noise", "-1", "--out", "ds"], "--noise"),
+    ("maze-steps-0", M[:-2] + ["--steps", "0", "--out", "ds"], "--steps"),
+    ("maze-seed-neg", M + ["--seed", "-1", "--out", "ds"], "--seed"),
+    ("maze-bad-dataset-id", M + ["--dataset-id", "no version"], "--dataset-id"),
+    # --- devices: one resolver for every command
+    ("train-device-tpu", T + ["--device", "tpu"], "unknown device"),
+    ("train-device-gpu", T + ["--device", "gpu"], "unknown device"),
+    ("train-device-cuda-x", T + ["--device", "cuda:x"], "unknown device"),
+    ("train-device-cpu-index", T + ["--device", "cpu:1"], "unknown device"),
+    ("train-resume-device-tpu", ["train", "--resume", "runs/good", "--steps", "10", "--device", "tpu"],
+     "unknown device"),
+    ("eval-device-tpu", E + ["--device", "tpu"], "unknown device"),
+    ("attention-device-tpu", A + ["--device", "tpu"], "unknown device"),
+    ("bench-device-tpu", B + ["--device", "tpu"], "unknown device"),
+    ("iql-device-tpu", IQ + ["--device", "tpu"], "unknown device"),
+]
+CUDA_ROWS = [  # on a machine without CUDA: one clear error each
+    ("train-device-cuda", T + ["--device", "cuda"], "CUDA is not available"),
+    ("train-device-cuda0", T + ["--device", "cuda:0"], "CUDA is not available"),
+    ("eval-device-cuda", E + ["--device", "cuda"], "CUDA is not available"),
+    ("eval-device-cuda1", E + ["--device", "cuda:1"], "CUDA is not available"),
+    ("attention-device-cuda", A + ["--device", "cuda"], "CUDA is not available"),
+    ("bench-device-cuda", B + ["--device", "cuda"], "CUDA is not available"),
+    ("iql-device-cuda", IQ + ["--device", "cuda"], "CUDA is not available"),
+]
+PROC_ROWS = [  # a folder nobody may write in (root included)
+    ("train-outdir-unwritable", T + ["--out_dir", "/proc/dtd-runs"], "/proc"),
+    ("export-out-unwritable", X + ["--out", "/proc/p.pt"], "/proc"),
+    ("attention-out-unwritable", A + ["--out", "/proc/att"], "/proc"),
+    ("report-out-unwritable", ["report", "runs/good", "--out", "/proc/rep"], "/proc"),
+    ("bench-out-unwritable", B[:-2] + ["--out", "/proc/b.json"], "/proc"),
+    ("collect-out-unwritable", C + ["--policy", "random", "--out", "/proc/ds"], "/proc"),
+    ("maze-out-unwritable", M + ["--out", "/proc/ds"], "/proc"),
+    ("iql-outdir-unwritable", IQ + ["--out-dir", "/proc/iql"], "/proc"),
+]
+
+
+def _params():
+    out = [pytest.param(argv, frag, id=rid) for rid, argv, frag in ROWS]
+    out += [pytest.param(argv, frag, id=rid, marks=pytest.mark.skipif(CUDA, reason="CUDA is present"))
+            for rid, argv, frag in CUDA_ROWS]
+    out += [pytest.param(argv, frag, id=rid, marks=pytest.mark.skipif(not LINUX, reason="needs /proc"))
+            for rid, argv, frag in PROC_ROWS]
+    return out
+
+
+def test_the_table_is_large_enough():
+    assert len(ROWS) + len(CUDA_ROWS) + len(PROC_ROWS) >= 100
+    assert len({r[0] for r in ROWS + CUDA_ROWS + PROC_ROWS}) == len(ROWS) + len(CUDA_ROWS) + len(PROC_ROWS)
+
+
+@pytest.fixture(scope="module")
+def work(tiny_runs, tmp_path_factory):
+    """The working folder every row runs in."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    root = tmp_path_factory.mktemp("work")
+    runs = root / "runs"
+    for name in ("good", "evaldir", "locked"):
+        shutil.copytree(tiny_runs["dt"], runs / name)
+    (runs / "evaldir" / "eval-last.json").mkdir()  # a folder where eval writes its result file
+    (root / "mydata").mkdir()
+    (root / "mydata" / "notes.txt").write_text("the user's own file\n")
+    (root / "file.txt").write_text("a regular file\n")
+    (root / "adir").mkdir()
+    (root / "cfg").mkdir()
+    (root / "cfg" / "inf.yaml").write_text("lr: .inf\n")
+    (root / "data").mkdir()
+    trajs = [{"observations": np.zeros((10, 2, 3), np.float32), "actions": np.zeros((10, 3), np.float32),
+              "rewards": np.ones(10, np.float32), "terminals": np.eye(10, dtype=bool)[-1]}]
+    (root / "data" / "nd.pkl").write_bytes(pickle.dumps(trajs))
+    (root / "pol").mkdir()
+    PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, batch_size=64, device="cpu").save(root / "pol" / "pendulum.zip")
+    PPO("MlpPolicy", gym.make("Hopper-v5"), n_steps=64, batch_size=64, device="cpu").save(root / "pol" / "hopper.zip")
+    VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")])).save(root / "pol" / "vn.pkl")
+    lock = RunLock(runs / "locked").acquire()  # a run some live process is training
+    yield root
+    lock.release()
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root: files by (size, mtime), folders by their presence."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = ("dir",)
+        for f in filenames:
+            st = os.stat(os.path.join(dirpath, f))
+            out[os.path.relpath(os.path.join(dirpath, f), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("argv, fragment", _params())
+def test_bad_invocation(argv, fragment, work, monkeypatch, capsys):
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(work / "minari"))
+    threads = torch.get_num_threads()
+    before = snapshot(work)
+    try:
+        code = main(list(argv))
+    finally:
+        torch.set_num_threads(threads)  # a row may set --threads; later tests must not inherit it
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("dtd: error:")]
+    assert code == 2, (code, err)
+    assert len(errors) == 1, err
+    assert "Traceback" not in err + out
+    assert fragment in errors[0], errors[0]
+    assert snapshot(work) == before, "the working folder changed"
