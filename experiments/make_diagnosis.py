@@ -99,9 +99,10 @@ def saturation_table(records: Path) -> str:
     if not path.is_file():
         return "(not measured yet: run with --saturation)"
     sat = json.loads(path.read_text())
-    rows = ["| model at initialisation | hopper medium-replay | halfcheetah medium-replay |", "|---|---|---|"]
+    rows = ["| model at initialisation | " + " | ".join(DATASETS.values()) + " |", "|---" * (1 + len(DATASETS)) + "|"]
     for label, by_data in sat["share_abs_gt_2"].items():
-        rows.append(f"| {label} | " + " | ".join(f"{100 * by_data[d]:.1f}%" for d in DATASETS if d in by_data) + " |")
+        rows.append(f"| {label} | " + " | ".join(f"{100 * by_data[d]:.1f}%" if d in by_data else "—" for d in DATASETS)
+                    + " |")
     return "\n".join(rows)
 
 
@@ -149,7 +150,7 @@ def plot(data: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(DATASETS), figsize=(13, 5), squeeze=False)
     for ax, (dataset, dlabel) in zip(axes[0], DATASETS.items()):
-        labels, means, stds, seeds_pts = [], [], [], []
+        labels, means, stds, seeds_pts, early_pts = [], [], [], [], []
         for cell, label in CELLS.items():
             seeds = data.get((dataset, cell))
             if not seeds:
@@ -159,14 +160,18 @@ def plot(data: dict, path: Path) -> None:
             means.append(np.mean(last))
             stds.append(np.std(last))
             seeds_pts.append(last)
+            early_pts.append([s["evals"][n] for s in seeds.values() for n in s["evals"] if n < max(s["evals"])])
         y = np.arange(len(labels))
         ax.barh(y, means, xerr=stds, color=["C0" if lb.startswith("DTd") else "C1" if lb.startswith("DT-") else "C2"
                                             for lb in labels], alpha=0.7)
-        for i, pts in enumerate(seeds_pts):
-            ax.plot(pts, [i] * len(pts), "k.", ms=4)
+        for i, (pts, early) in enumerate(zip(seeds_pts, early_pts)):
+            ax.plot(pts, [i] * len(pts), "k.", ms=5, label="seed at 64k" if i == 0 else None)
+            ax.plot(early, [i + 0.2] * len(early), "x", color="0.4", ms=5, label="seed at 32k" if i == 0 else None)
         ax.set_yticks(y, labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel("D4RL normalized score at 64k samples (best target; dots = seeds)")
+        ax.set_xlabel("D4RL normalized score at 64k samples, mean ± std (best target)")
+        if labels:
+            ax.legend(fontsize=8, loc="lower right")
         ax.set_title(dlabel)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
