@@ -83,6 +83,7 @@ class Records:
     attention: dict[str, dict] = field(default_factory=dict)  # model -> `dtd attention` summary
     datasets: dict[str, dict] = field(default_factory=dict)  # dataset -> {"mean_normalized", ...}
     steps: dict[str, str] = field(default_factory=dict)  # step record name -> commit
+    args: dict[str, list[str]] = field(default_factory=dict)  # record name -> its job's `dtd train` arguments
 
     def cell(self, group: str, dataset: str, model: str, variant: str = "default") -> list[Run]:
         return sorted((r for r in self.runs if (r.group, r.dataset, r.model, r.variant) ==
@@ -116,6 +117,8 @@ def load_records(records: Path) -> Records:
     for path in sorted(records.glob("*/record.json")):
         info, folder = json.loads(path.read_text()), path.parent
         group = info["tags"].get("group")
+        if "args" in info:
+            out.args[info["name"]] = info["args"]
         if group in ("main", "ablation"):
             out.runs.append(load_run(folder, info))
         elif group == "attention":
@@ -332,9 +335,13 @@ def compute_table(rec: Records) -> str:
         key = c[:7] + ("+dirty" if c.endswith("+dirty") else "")
         commits[key] = commits.get(key, 0) + 1
     resumed = sum(r.segments > 1 for r in rec.runs)
+    stale = [j.name for j in expected if j.name in rec.args and rec.args[j.name] != list(j.args)]
     lines = [f"Progress: {have} of {len(expected)} jobs of experiments/study.py have a record."
              + (f" {resumed} run(s) were resumed after an interruption (wall time: last segment only)." if resumed else ""),
              "Code: " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
+    if stale:
+        lines.append(f"**{len(stale)} record(s) were made with other arguments than experiments/study.py gives "
+                     f"now** (they are in the tables): {', '.join(stale)}.")
     return "\n".join(rows) + "\n\n" + "\n".join(lines)
 
 

@@ -46,6 +46,15 @@ def done(job: Job | str, records: Path) -> bool:
     return (records / (job if isinstance(job, str) else job.name) / RECORD).is_file()
 
 
+def stale(job: Job, records: Path) -> bool:
+    """A record made with other `dtd train` arguments than the job's now (say, after RECIPE changed): it
+    still counts as done -- removing it is a human decision -- but --list and the tables say so."""
+    if not done(job, records):
+        return False
+    args = json.loads((records / job.name / RECORD).read_text()).get("args")
+    return args is not None and args != list(job.args)
+
+
 def commit() -> str:
     """The commit the code runs at (with '+dirty' when tracked files under src/ differ from it)."""
     def git(*a: str) -> str:
@@ -91,7 +100,7 @@ def save_record(job: Job, run_dir: Path | None, records: Path, started: float, c
     segments = segments or [{"commit": commit(), "resume": False}]
     seconds = time.time() - started
     info = {"name": job.name, "tags": job.tags, "commit": segments[0]["commit"], "wall_seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd}
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd, "args": list(job.args)}
     if len(segments) > 1:
         info["segments"] = segments  # wall_seconds covers the last one only
     (tmp / RECORD).write_text(json.dumps(info, indent=1) + "\n")
@@ -172,6 +181,9 @@ def run_all(jobs: list[Job], runs: Path, records: Path, workers: int, git_commit
         return 2
     todo = [j for j in jobs if not done(j, records)]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already have a record; {len(todo)} to run", flush=True)
+    old = [j.name for j in jobs if stale(j, records)]
+    if old:
+        print(f"warning: {len(old)} records were made with other arguments (remove them to rerun): {old}", flush=True)
     pending, running, codes = list(todo), set(), {}
     started = [0]
     cond = threading.Condition()
@@ -244,7 +256,7 @@ def main(description: str, jobs: list[Job], study: str, argv: list[str] | None =
     todo = [j for j in jobs if args.only in j.name]
     if args.list:
         for job in todo:
-            state = "done" if done(job, records) else "todo"
+            state = "stale" if stale(job, records) else "done" if done(job, records) else "todo"
             what = f"(step, after {' and '.join(job.needs)})" if job.step is not None else " ".join(job.args)
             print(state, job.name, what)
         return 0

@@ -129,6 +129,7 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     assert (tmp_path / "figures" / "attention_study.png").is_file()
     # compute: progress against the study's job list, the resumed run flagged
     assert f"Progress: 10 of {len(study.jobs())} jobs of experiments/study.py have a record." in text
+    assert "other arguments" not in text
     assert "1 run(s) were resumed" in text and "| hopper-medium-dtd-s2 | 60.0 | 60.0 (64k) | 2 | aaaaaaa | 10 min (resumed) |" in text
 
 
@@ -145,6 +146,24 @@ def test_make_results_is_byte_for_byte_and_check(tmp_path, grid):
     assert proc.returncode == 0 and "up to date" in proc.stdout
     _main_run(grid, "hopper-medium", "dt-large", 0, {1000: {"3600": 33.0}})  # a new record lands
     assert _make(tmp_path, grid, "--check").returncode == 1
+
+
+def test_records_of_other_arguments_are_flagged(tmp_path, grid):
+    """After RECIPE changes, records made with the old arguments stay (done) but --list and the tables say so."""
+    job = next(j for j in study.jobs() if j.name == "hopper-medium-dtd-s1")
+    for name, args in (("hopper-medium-dtd-s0", ["--config", "hopper-medium-dtd", "--lr", "1e-3"]),
+                       ("hopper-medium-dtd-s1", list(job.args))):
+        info = json.loads((grid / name / "record.json").read_text())
+        (grid / name / "record.json").write_text(json.dumps(dict(info, args=args)))
+    _results_md(tmp_path / "RESULTS.md")
+    assert _make(tmp_path, grid).returncode == 0
+    assert "**1 record(s) were made with other arguments than experiments/study.py gives now** (they are in the " \
+           "tables): hopper-medium-dtd-s0." in (tmp_path / "RESULTS.md").read_text()
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "study.py"), "--list", "--records", str(grid)],
+                          capture_output=True, text=True, check=True)
+    states = {ln.split()[1]: ln.split()[0] for ln in proc.stdout.splitlines()}
+    assert states["hopper-medium-dtd-s0"] == "stale" and states["hopper-medium-dtd-s1"] == "done"
+    assert states["hopper-medium-dtd-s2"] == "done"  # a record without args (older runner): unknown, not stale
 
 
 def test_make_results_refuses_a_missing_block(tmp_path, grid):
@@ -261,6 +280,7 @@ def test_runner_records_skip_and_name_the_commit(tmp_path, fake_train):
     a = json.loads((records / "a-s0" / "record.json").read_text())
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", a["commit"]) and a["commit"].startswith(head)
+    assert a["args"] == ["--config", "quick"]
     assert a["tags"] == {"model": "dtd", "seed": "0"} and a["wall_seconds"] >= 0 and "segments" not in a
     assert sorted(p.name for p in (records / "a-s0").iterdir()) == ["config.yaml", "eval.json", "metrics.jsonl",
                                                                     "record.json"]
