@@ -66,7 +66,7 @@ class Run:
     seed: int
     curve: dict[int, float]  # samples seen -> best-target score
     last: float
-    commit: str
+    commit: str  # the last commit that changed src/ or configs/ when it started (older records: HEAD)
     wall_seconds: float
     train_seconds: float  # from the logged throughput: training only, every segment of a resumed run
     samples_per_s: float  # median of the logged intervals
@@ -108,7 +108,7 @@ def load_run(folder: Path, info: dict) -> Run:
             prev = int(row["step"])
     last = best_target_score(json.loads((folder / "eval.json").read_text())["targets"])
     return Run(info["name"], tags["group"], tags["dataset"], tags["model"], tags.get("variant", "default"),
-               int(tags["seed"]), curve, last, info["commit"], float(info["wall_seconds"]), train_s,
+               int(tags["seed"]), curve, last, info.get("code") or info["commit"], float(info["wall_seconds"]), train_s,
                float(np.median(sps)) if sps else float("nan"), len(info.get("segments", [])) or 1)
 
 
@@ -124,10 +124,10 @@ def load_records(records: Path) -> Records:
         elif group == "attention":
             out.attention = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
                              if p.name != "record.json"}
-            out.steps[info["name"]] = info["commit"]
+            out.steps[info["name"]] = info.get("code") or info["commit"]
         elif group == "datasets":
             out.datasets = json.loads((folder / "means.json").read_text())
-            out.steps[info["name"]] = info["commit"]
+            out.steps[info["name"]] = info.get("code") or info["commit"]
     return out
 
 
@@ -338,7 +338,7 @@ def compute_table(rec: Records) -> str:
     stale = [j.name for j in expected if j.name in rec.args and rec.args[j.name] != list(j.args)]
     lines = [f"Progress: {have} of {len(expected)} jobs of experiments/study.py have a record."
              + (f" {resumed} run(s) were resumed after an interruption (wall time: last segment only)." if resumed else ""),
-             "Code: " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
+             "Code (the last commit changing src/ or configs/ when each job started; records): " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
     if stale:
         lines.append(f"**{len(stale)} record(s) were made with other arguments than experiments/study.py gives "
                      f"now** (they are in the tables): {', '.join(stale)}.")

@@ -55,13 +55,25 @@ def stale(job: Job, records: Path) -> bool:
     return args is not None and args != list(job.args)
 
 
+def _git(*a: str) -> str:
+    return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def commit() -> str:
     """The commit the code runs at (with '+dirty' when tracked files under src/ differ from it)."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = _git("rev-parse", "HEAD") or "unknown"
+    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
-    head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
+
+def code_commit() -> str:
+    """The last commit that changed what a run trains (src/, configs/), '+dirty' if they differ from it: unlike
+    HEAD it stays put while --commit-records adds record commits, so runs of the same code name one commit."""
+    last = _git("log", "-1", "--format=%H", "--", "src", "configs") or "unknown"
+    return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src", "configs") else "")
+
+
+def version() -> dict[str, str]:
+    return {"commit": commit(), "code": code_commit()}
 
 
 def command(job: Job, runs: Path) -> list[str]:
@@ -72,12 +84,12 @@ def command(job: Job, runs: Path) -> list[str]:
     return [*dtd, *job.args, "--out_dir", str(runs), "--run_name", job.name, "--force", "--no-progress"]
 
 
-def _segments(runs: Path, job: Job, resume: bool, code_commit: str) -> list[dict]:
+def _segments(runs: Path, job: Job, resume: bool, at: dict[str, str]) -> list[dict]:
     """Log this start of a job (its commit; a fresh start forgets earlier ones); every start so far."""
     path = runs / "logs" / f"{job.name}.segments.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = path.read_text().splitlines() if resume and path.is_file() else []
-    lines.append(json.dumps({"commit": code_commit, "resume": resume}))
+    lines.append(json.dumps({**at, "resume": resume}))
     path.write_text("\n".join(lines) + "\n")
     return [json.loads(line) for line in lines]
 
@@ -86,7 +98,7 @@ def save_record(job: Job, run_dir: Path | None, records: Path, started: float, c
                 segments: list[dict] | None = None, write: Callable[[Path], list[str]] | None = None) -> Path:
     """Copy the run's small files (or let `write` make them) into records/<name>/, written under a
     temporary name then renamed, so a record is complete or absent. `commit` is the commit the job
-    started at; `segments` lists every start (one per resume) when there was more than one; wall time
+    started at (`code`: the last commit that changed src/ or configs/ then); `segments` lists every start (one per resume) when there was more than one; wall time
     runs from `started` (the last start) to now."""
     final = records / job.name
     tmp = records / f".{job.name}.tmp"
@@ -97,9 +109,10 @@ def save_record(job: Job, run_dir: Path | None, records: Path, started: float, c
     else:
         for name in RECORD_FILES:
             shutil.copyfile(run_dir / name, tmp / name)
-    segments = segments or [{"commit": commit(), "resume": False}]
+    segments = segments or [{**version(), "resume": False}]
     seconds = time.time() - started
-    info = {"name": job.name, "tags": job.tags, "commit": segments[0]["commit"], "wall_seconds": round(seconds, 1),
+    info = {"name": job.name, "tags": job.tags, "commit": segments[0]["commit"], "code": segments[0].get("code"),
+            "wall_seconds": round(seconds, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd, "args": list(job.args)}
     if len(segments) > 1:
         info["segments"] = segments  # wall_seconds covers the last one only
@@ -142,7 +155,7 @@ def run_job(job: Job, runs: Path, records: Path, index: int, total: int, git_com
         code = _run_step(job, runs, records, log, start)
     else:
         cmd = command(job, runs)
-        segments = _segments(runs, job, "--resume" in cmd, commit())
+        segments = _segments(runs, job, "--resume" in cmd, version())
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         with open(log, "a") as fh:
             fh.write("$ " + " ".join(cmd) + "\n")
@@ -163,7 +176,7 @@ def run_job(job: Job, runs: Path, records: Path, index: int, total: int, git_com
 
 def _run_step(job: Job, runs: Path, records: Path, log: Path, start: float) -> int:
     try:
-        save_record(job, None, records, start, [], [{"commit": commit(), "resume": False}],
+        save_record(job, None, records, start, [], [{**version(), "resume": False}],
                     write=lambda out: job.step(runs, out))
     except Exception:  # a failed step is reported like a failed run; the others go on
         shutil.rmtree(records / f".{job.name}.tmp", ignore_errors=True)

@@ -281,6 +281,9 @@ def test_runner_records_skip_and_name_the_commit(tmp_path, fake_train):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", a["commit"]) and a["commit"].startswith(head)
     assert a["args"] == ["--config", "quick"]
+    code = subprocess.run(["git", "log", "-1", "--format=%H", "--", "src", "configs"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    assert a["code"].startswith(code) and code  # what trains, unmoved by record commits
     assert a["tags"] == {"model": "dtd", "seed": "0"} and a["wall_seconds"] >= 0 and "segments" not in a
     assert sorted(p.name for p in (records / "a-s0").iterdir()) == ["config.yaml", "eval.json", "metrics.jsonl",
                                                                     "record.json"]
