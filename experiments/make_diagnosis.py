@@ -181,6 +181,14 @@ def plot(data: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def tables(data: dict, records: Path) -> dict[str, str]:
+    """Every diagnosis block of RESULTS.md, name -> table (also called by make_results.py)."""
+    out = {f"diagnosis_{d.split('-')[0]}": score_table(data, d) for d in DATASETS}
+    out["diagnosis_probe"] = probe_table(data)
+    out["diagnosis_saturation"] = saturation_table(records)
+    return out
+
+
 def fill(text: str, name: str, table: str) -> str:
     pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
     return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
@@ -206,13 +214,11 @@ def main() -> int:
     if not data:
         print(f"make_diagnosis: no records under {records}", file=sys.stderr)
         return 2
-    tables = {f"diagnosis_{d.split('-')[0]}": score_table(data, d) for d in DATASETS}
-    tables["diagnosis_probe"] = probe_table(data)
-    tables["diagnosis_saturation"] = saturation_table(records)
+    tables_ = tables(data, records)
     plot(data, Path(args.figure))
     results = Path(args.results)
     text = results.read_text()
-    for name, table in tables.items():
+    for name, table in tables_.items():
         text = fill(text, name, table)
     _write(results, text)
     print(f"wrote {args.figure} and the diagnosis tables in {results} ({sum(map(len, data.values()))} runs)")

@@ -1,318 +1,476 @@
-"""Regenerate RESULTS.md's tables and docs/results/*.png from the run folders of experiments/run_results.py.
+"""Every table and figure of RESULTS.md, from the committed records alone (no run folders, no datasets).
 
-    MINARI_DATASETS_PATH=../shared/datasets .venv/bin/python experiments/make_results.py
+    .venv/bin/python experiments/make_results.py            # rewrite RESULTS.md's blocks and the figures
+    .venv/bin/python experiments/make_results.py --check    # exit 1 if RESULTS.md is not what the records give
 
-Reads runs/results/{main,ablation}/*/ (config.yaml, eval.json, metrics.jsonl), writes the figures to
-docs/results/, all tables to docs/results/tables.md, and replaces every block between
-`<!-- BEGIN name -->` and `<!-- END name -->` in RESULTS.md with the table of that name. A seed's score is
-its final evaluation at its best target (the mean over its episodes); cells are mean ± std over seeds
-(ddof=0). With the datasets reachable, the dataset's own mean normalized return is shown beside each row.
-The attention comparison re-scores 256 windows of the seed-0 DT-small and DTd runs (`--no-attention` skips).
+Reads results/study/ (experiments/study.py) and results/diagnosis/ (experiments/diagnose.py, whose tables
+make_diagnosis.py builds), replaces every `<!-- BEGIN name -->` ... `<!-- END name -->` block of RESULTS.md,
+and draws docs/results/curve_<dataset>.png, attention_study.png and diagnosis.png. The output depends on the
+records only (sorted, fixed formats, no dates), so a fresh clone regenerates RESULTS.md byte for byte.
+
+Scores. A seed's score at an evaluation is its mean D4RL-normalized return over 10 episodes at the better of
+the spec's two targets. "last" is that score at the final evaluation, "best" the highest over every
+evaluation of the run (CORL's two numbers; best is optimistic: a max over 8 noisy evaluations). Cells are
+mean ± std over seeds (ddof=0), with n= when fewer than the grid's seeds are in, and — when none is.
+
+Significance. DTd − DT-small on the last score: Welch's t-test (unequal variances) with its 95% confidence
+interval of the mean difference, the t-distribution computed here with the regularized incomplete beta
+function (no scipy). "differ" when the interval excludes 0 (p < 0.05), "no evidence" otherwise. With 3 seeds
+per side the test has little power: "no evidence" is not evidence of equality. A bootstrap was not used:
+with 3 values per side it can only resample 10 distinct means and its interval is too narrow.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from dtd.evaluation.report import RunScores, load_run_scores
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_diagnosis  # noqa: E402  (the diagnosis section's tables)
+import study  # noqa: E402  (the grid: which runs there should be)
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"dtd": "DTd", "dt-small": "DT-small", "dt-large": "DT-large", "bc": "BC"}
-DATASETS = {  # run-name prefix -> (label, dataset source)
-    "hopper-medium": ("hopper medium", "zoo/hopper/medium-v0"),
-    "hopper-medium-replay": ("hopper medium-replay", "zoo/hopper/medium-replay-v0"),
-    "hopper-medium-expert": ("hopper medium-expert", "zoo/hopper/medium-v0+zoo/hopper/expert-v0"),
-    "halfcheetah-medium-replay": ("halfcheetah medium-replay", "zoo/halfcheetah/medium-replay-v0"),
-}
-ABLATIONS = [  # (label, run-name stem); "all" and "c22" are the main table's DTd runs
-    ("bias b0", "ablation/hopper-medium-replay-bias-b0"), ("bias left", "ablation/hopper-medium-replay-bias-left"),
-    ("bias right", "ablation/hopper-medium-replay-bias-right"), ("bias all (default)", "main/hopper-medium-replay-dtd"),
-    ("combiner c21", "ablation/hopper-medium-replay-combiner-c21"),
-    ("combiner c22 (default)", "main/hopper-medium-replay-dtd"),
-    ("combiner c23", "ablation/hopper-medium-replay-combiner-c23"),
-]
-CURVE_RUNS = [("DTd", "main/hopper-medium-replay-dtd"), ("DT-small", "main/hopper-medium-replay-dt-small")]
-LONG_CURVE_RUNS = [("DTd", "curve/hopper-medium-replay-dtd-long"), ("DT-small", "curve/hopper-medium-replay-dt-small-long")]
-LONG_CURVE_RUNS_HC = [("DTd", "curve/halfcheetah-medium-replay-dtd-long"),
-                      ("DT-small", "curve/halfcheetah-medium-replay-dt-small-long")]
-ATTENTION_RUNS = [("DT-small", "main/hopper-medium-dt-small-s0"), ("DTd", "main/hopper-medium-dtd-s0")]
+MODEL_LABELS = {"dtd": "DTd", "dt-small": "DT-small", "dt-large": "DT-large", "bc": "BC"}
+ABLATION_LABELS = {"bias-b0": "bias b0 (no goal)", "bias-left": "bias left (goal → state stream)",
+                   "bias-right": "bias right (goal → action stream)", "default": "bias all, c22 (default)",
+                   "combiner-c21": "combiner c21 (linear)", "combiner-c23": "combiner c23 (gate)"}
+ARROW = {"r": "goal", "s": "state", "a": "action"}
+PAIRS = [q + k for q in "rsa" for k in "rsa"]  # dtd.analysis.attention.SCORE_NAMES: goal, state, action
 
 
-# ---- reading runs -------------------------------------------------------------------------------
+def kilo(samples: int) -> str:
+    return f"{samples // 1000}k" if samples % 1000 == 0 else f"{samples:,}"
 
 
-def load_runs(root: Path) -> dict[str, list[RunScores]]:
-    """'main/hopper-medium-dtd' -> its finished seeds (folders named STEM-sSEED with an eval.json)."""
-    runs: dict[str, list[RunScores]] = {}
-    for folder in sorted(root.glob("*/*")):
-        named = re.fullmatch(r"(.+)-s[0-9]+", folder.name)
-        if not named or not (folder / "eval.json").is_file():
-            continue
-        stem = f"{folder.parent.name}/{named.group(1)}"
-        runs.setdefault(stem, []).append(load_run_scores(folder))
-    return runs
+# ---- records -------------------------------------------------------------------------------------
 
 
-def cell(runs: list[RunScores] | None, bold: bool = False) -> str:
-    if not runs:
-        return "—"
-    best = [r.best for r in runs]
-    text = f"{np.mean(best):.1f} ± {np.std(best):.1f}"
-    return (f"**{text}**" if bold else text) + ("" if len(runs) == 3 else f" (n={len(runs)})")
+@dataclass
+class Run:
+    """One finished training run, from its record folder."""
+
+    name: str
+    group: str  # main | ablation
+    dataset: str
+    model: str
+    variant: str  # "default" or the ablation's preset suffix
+    seed: int
+    curve: dict[int, float]  # samples seen -> best-target score
+    last: float
+    commit: str  # the last commit that changed src/ or configs/ when it started (older records: HEAD)
+    wall_seconds: float
+    train_seconds: float  # from the logged throughput: training only, every segment of a resumed run
+    samples_per_s: float  # median of the logged intervals
+    segments: int = 1
+
+    @property
+    def best(self) -> float:
+        return max([self.last, *self.curve.values()])
 
 
-def run_compute(run: RunScores) -> dict[str, float]:
-    """Training samples/s (median of the logged intervals), evaluation seconds, and wall seconds of one run."""
-    lines = [json.loads(t) for t in (run.path / "metrics.jsonl").read_text().splitlines() if t.strip()]
-    sps = [x["samples_per_s"] for x in lines if "samples_per_s" in x]
-    ev = json.loads((run.path / "eval.json").read_text())
-    wall = (run.path / "eval.json").stat().st_mtime - (run.path / "config.yaml").stat().st_mtime
-    return {"samples_per_s": float(np.median(sps)) if sps else float("nan"), "eval_s": float(ev.get("seconds", 0.0)),
-            "wall_s": wall, "steps": int(ev.get("step", 0))}
+@dataclass
+class Records:
+    runs: list[Run] = field(default_factory=list)
+    attention: dict[str, dict] = field(default_factory=dict)  # model -> `dtd attention` summary
+    datasets: dict[str, dict] = field(default_factory=dict)  # dataset -> {"mean_normalized", ...}
+    steps: dict[str, str] = field(default_factory=dict)  # step record name -> commit
+    args: dict[str, list[str]] = field(default_factory=dict)  # record name -> its job's `dtd train` arguments
+
+    def cell(self, group: str, dataset: str, model: str, variant: str = "default") -> list[Run]:
+        return sorted((r for r in self.runs if (r.group, r.dataset, r.model, r.variant) ==
+                       (group, dataset, model, variant)), key=lambda r: r.seed)
 
 
-def dataset_scores() -> dict[str, float]:
-    """Mean normalized return of each dataset's episodes (needs MINARI_DATASETS_PATH), else {}."""
-    if not os.environ.get("MINARI_DATASETS_PATH"):
-        return {}
-    from dtd.data.loaders import load_dataset
+def best_target_score(targets: dict) -> float:
+    return max(float(t["normalized_mean"]) for t in targets.values())
 
-    out = {}
-    for key, (_, source) in DATASETS.items():
-        try:
-            data = load_dataset(source)
-            out[key] = float(np.mean(data.normalized_score(data.returns())))
-        except Exception as exc:  # a missing dataset only drops the reference column
-            print(f"make_results: {source}: {exc}", file=sys.stderr)
+
+def load_run(folder: Path, info: dict) -> Run:
+    tags = info["tags"]
+    batch = int(yaml.safe_load((folder / "config.yaml").read_text())["batch_size"])
+    curve, sps, train_s, prev = {}, [], 0.0, 0
+    for text in (folder / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(text) if text.strip() else {}
+        if "eval" in row:
+            curve[int(row["step"]) * batch] = best_target_score(row["eval"])
+        elif "samples_per_s" in row:
+            sps.append(float(row["samples_per_s"]))
+            train_s += (int(row["step"]) - prev) * batch / max(float(row["samples_per_s"]), 1e-9)
+            prev = int(row["step"])
+    last = best_target_score(json.loads((folder / "eval.json").read_text())["targets"])
+    return Run(info["name"], tags["group"], tags["dataset"], tags["model"], tags.get("variant", "default"),
+               int(tags["seed"]), curve, last, info.get("code") or info["commit"], float(info["wall_seconds"]), train_s,
+               float(np.median(sps)) if sps else float("nan"), len(info.get("segments", [])) or 1)
+
+
+def load_records(records: Path) -> Records:
+    out = Records()
+    for path in sorted(records.glob("*/record.json")):
+        info, folder = json.loads(path.read_text()), path.parent
+        group = info["tags"].get("group")
+        if "args" in info:
+            out.args[info["name"]] = info["args"]
+        if group in ("main", "ablation"):
+            out.runs.append(load_run(folder, info))
+        elif group == "attention":
+            out.attention = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
+                             if p.name != "record.json"}
+            out.steps[info["name"]] = info.get("code") or info["commit"]
+        elif group == "datasets":
+            out.datasets = json.loads((folder / "means.json").read_text())
+            out.steps[info["name"]] = info.get("code") or info["commit"]
     return out
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b), by its continued fraction (Lentz; Numerical Recipes 6.4)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast on this side only
+        return 1.0 - betainc(b, a, 1.0 - x)
+    front = math.exp(a * math.log(x) + b * math.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return front * h / a
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df degrees of freedom (df may be fractional, as Welch's is)."""
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_quantile(prob: float, df: float) -> float:
+    """The t with P(T <= t) = prob (prob > 0.5), by bisection on the two-sided tail."""
+    tail = 2.0 * (1.0 - prob)
+    lo, hi = 0.0, 1e7
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > tail else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def welch(a: list[float], b: list[float], level: float = 0.95) -> dict | None:
+    """mean(a) − mean(b), its Welch confidence interval, p and df; None with fewer than 2 values a side."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(x) < 2 or len(y) < 2:
+        return None
+    diff = float(x.mean() - y.mean())
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(vx + vy)
+    if se == 0.0:  # no spread on either side: the difference is exact
+        return {"diff": diff, "lo": diff, "hi": diff, "p": 1.0 if diff == 0 else 0.0, "df": math.inf}
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    q = t_quantile(0.5 + level / 2.0, df)
+    return {"diff": diff, "lo": diff - q * se, "hi": diff + q * se, "p": t_two_sided_p(diff / se, df), "df": df}
+
+
+def differ_text(a: list[float], b: list[float]) -> str:
+    """'+4.1 [−2.0, 10.2], p 0.16: no evidence' (or ': differ'), with n= when a side is short of 3 seeds."""
+    w = welch(a, b)
+    if w is None:
+        return f"— (n={len(a)} vs {len(b)})" if a or b else "—"
+    verdict = "differ" if w["lo"] > 0 or w["hi"] < 0 else "no evidence"
+    short = "" if len(a) >= len(study.SEEDS) and len(b) >= len(study.SEEDS) else f" (n={len(a)} vs {len(b)})"
+    return f"{w['diff']:+.1f} [{w['lo']:.1f}, {w['hi']:.1f}], p {w['p']:.2f}: {verdict}{short}"
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f} (n=1)"
+    text = f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+    return text if len(values) >= len(study.SEEDS) else f"{text} (n={len(values)})"
 
 
 # ---- tables --------------------------------------------------------------------------------------
 
 
-def main_table(runs: dict[str, list[RunScores]], behaviour: dict[str, float]) -> str:
-    head = ["dataset", *MODELS.values(), "dataset mean"]
-    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for key, (label, _) in DATASETS.items():
-        found = {m: runs.get(f"main/{key}-{m}") for m in MODELS}
-        means = {m: np.mean([r.best for r in v]) for m, v in found.items() if v}
-        top = max(means, key=means.get) if means else None
-        ref = f"{behaviour[key]:.1f}" if key in behaviour else "—"
-        rows.append(f"| {label} | " + " | ".join(cell(found[m], m == top) for m in MODELS) + f" | {ref} |")
+def label(dataset: str) -> str:
+    env, _, level = dataset.partition("-")
+    return f"{env} {level}"
+
+
+def budget_table() -> str:
+    """The study's budget from experiments/study.py itself, beside the paper's (so the two cannot disagree)."""
+    r = study.RECIPE
+    batch = int(r["batch_size"])
+    steps = r["samples"] // batch
+    warm = round(steps * r["warmup_fraction"])
+    ev = study.EVAL_SAMPLES
+    return "\n".join([
+        "| | this study | the paper (spec) |", "|---|---|---|",
+        f"| samples per run | {steps:,} steps x {batch} = {r['samples']:,}, every model; "
+        f"1/{6_400_000 / r['samples']:g} of the paper's DTd budget, 1/{1_600_000 / r['samples']:g} of its DT "
+        "budget | DTd 25,000 x 256 = 6.4M; DT 25,000 x 64 = 1.6M |",
+        f"| optimiser | AdamW lr {r['lr']} (`RECIPE` in experiments/study.py, from the diagnosis), wd 1e-4, linear "
+        f"warm-up over {warm:,} steps ({r['warmup_fraction']:.0%}), then the spec's 0.5 + 0.5 * 0.9997^(t - warm-up) "
+        "decay | lr 1e-4, 10,000 warm-up steps, same decay |",
+        "| other | clip 0.25, dropout 0.1, K 20, return scale 1000 | same |",
+        f"| evaluation | every {ev:,} samples ({ev // batch} steps): 10 episodes at each of the spec's two targets "
+        "(hopper 3600 / 1800, halfcheetah 12000 / 6000); a seed's score is its better target's mean | same "
+        "protocol, every 2,500 steps |",
+        f"| seeds | {', '.join(map(str, study.SEEDS))} | |"])
+
+
+def main_table(rec: Records) -> str:
+    head = ["dataset"] + [f"{MODEL_LABELS[m]} {k}" for m in study.MODELS for k in ("last", "best")]
+    head += ["dataset mean", "DTd − DT-small, last (Welch 95% CI)"]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+    for d in study.DATASETS:
+        cells = [label(d)]
+        for m in study.MODELS:
+            runs = rec.cell("main", d, m)
+            cells += [mean_std([r.last for r in runs]), mean_std([r.best for r in runs])]
+        mean = rec.datasets.get(d, {}).get("mean_normalized")
+        cells.append("—" if mean is None else f"{mean:.1f}")
+        cells.append(differ_text([r.last for r in rec.cell("main", d, "dtd")],
+                                 [r.last for r in rec.cell("main", d, "dt-small")]))
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def seeds_table(runs: dict[str, list[RunScores]]) -> str:
-    rows = ["| run | seed | best target | score at best | other target | compute: samples/s, eval s, wall s |",
-            "|---|---:|---:|---:|---:|---|"]
-    for stem in sorted(runs):
-        for r in sorted(runs[stem], key=lambda r: r.seed):
-            best_t = max(r.final, key=r.final.get)
-            other = ", ".join(f"{t}: {v:.1f}" for t, v in r.final.items() if t != best_t)
-            c = run_compute(r)
-            rows.append(f"| {stem} | {r.seed} | {best_t} | {r.final[best_t]:.1f} | {other} | "
-                        f"{c['samples_per_s']:.0f}, {c['eval_s']:.0f}, {c['wall_s']:.0f} |")
+def curve_table(rec: Records, dataset: str) -> str:
+    """Score against samples seen, mean ± std over the seeds that evaluated there, one column per model."""
+    cols = {m: rec.cell("main", dataset, m) for m in study.MODELS}
+    samples = sorted({s for runs in cols.values() for r in runs for s in r.curve})
+    rows = ["| samples seen | " + " | ".join(MODEL_LABELS[m] for m in cols) + " |", "|---:|" + "---:|" * len(cols)]
+    for s in samples:
+        cells = [mean_std([r.curve[s] for r in runs if s in r.curve]) for runs in cols.values()]
+        rows.append(f"| {kilo(s)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def ablation_table(runs: dict[str, list[RunScores]]) -> str:
-    rows = ["| DTd variant (hopper medium-replay) | normalized score |", "|---|---:|"]
-    rows += [f"| {label} | {cell(runs.get(stem))} |" for label, stem in ABLATIONS]
-    return "\n".join(rows)
-
-
-def curve_points(runs: list[RunScores]) -> tuple[list[int], np.ndarray]:
-    """The steps every seed evaluated at, and the (seeds, steps) best-target scores."""
-    curves = [dict(r.curve) for r in runs if r.curve]
-    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
-    return steps, np.array([[c[s] for s in steps] for c in curves])
-
-
-def curve_table(runs: dict[str, list[RunScores]], spec: list[tuple[str, str]]) -> str:
-    series = {label: curve_points(runs.get(stem, [])) for label, stem in spec}
-    steps = sorted({s for st, _ in series.values() for s in st})
-    rows = ["| training step | " + " | ".join(series) + " |", "|---:|" + "---:|" * len(series)]
-    for s in steps:
-        cells = []
-        for st, vals in series.values():
-            cells.append(f"{vals[:, st.index(s)].mean():.1f} ± {vals[:, st.index(s)].std():.1f}" if s in st else "—")
-        rows.append(f"| {s} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
-def compute_table(runs: dict[str, list[RunScores]]) -> str:
-    groups = {label: [r for stem, rs in runs.items() if stem.startswith("main/") and stem.endswith(f"-{model}")
-                      for r in rs] for model, label in MODELS.items()}
-    groups["DTd ablations"] = [r for stem, rs in runs.items() if stem.startswith("ablation/") for r in rs]
-    rows = ["| model | runs | training samples/s (median) | mean wall per run | evaluation share | total wall |",
-            "|---|---:|---:|---:|---:|---:|"]
-    for label, chosen in groups.items():
-        if not chosen:
+def curves_block(rec: Records, figures: dict[str, Path], base: Path) -> str:
+    """Per dataset: its figure (linked relative to RESULTS.md's folder) and the numbers behind it."""
+    parts = []
+    for d in study.DATASETS:
+        if d not in figures:
+            parts.append(f"**{label(d)}**: no runs yet.")
             continue
-        cs = [run_compute(r) for r in chosen]
-        wall = sum(c["wall_s"] for c in cs)
-        rows.append(f"| {label} | {len(cs)} | {np.median([c['samples_per_s'] for c in cs]):.0f} | "
-                    f"{wall / len(cs):.0f} s | {sum(c['eval_s'] for c in cs) / wall:.0%} | {wall / 60:.0f} min |")
+        rel = os.path.relpath(figures[d], base)
+        parts.append(f"**{label(d)}**\n\n![{label(d)}]({rel})\n\n<details><summary>numbers</summary>\n\n"
+                     f"{curve_table(rec, d)}\n\n</details>")
+    return "\n\n".join(parts)
+
+
+def ablation_table(rec: Records) -> str:
+    d = study.ABLATION_DATASET
+    default = [r.last for r in rec.cell("main", d, "dtd")]
+    rows = [f"| DTd variant ({label(d)}) | last | best | − default, last (Welch 95% CI) |", "|---|---:|---:|---|"]
+    for variant in ("bias-b0", "bias-left", "bias-right", "default", "combiner-c21", "combiner-c23"):
+        runs = rec.cell("main", d, "dtd") if variant == "default" else rec.cell("ablation", d, "dtd", variant)
+        last = [r.last for r in runs]
+        versus = "" if variant == "default" else differ_text(last, default)
+        rows.append(f"| {ABLATION_LABELS[variant]} | {mean_std(last)} | {mean_std([r.best for r in runs])} | "
+                    f"{versus} |")
+    return "\n".join(rows)
+
+
+def attention_table(rec: Records) -> str:
+    if not rec.attention:
+        return "(not measured yet: the study's attention step runs once the seed-0 hopper-medium DTd and DT-small " \
+               "runs are in)"
+    models = [m for m in study.ATTENTION["models"] if m in rec.attention]
+    rows = ["| query → key | " + " | ".join(MODEL_LABELS[m] for m in models) + " |", "|---|" + "---:|" * len(models)]
+    for k in PAIRS:
+        cells = [f"{s['share'][k]:.1%}" if k[0] in s["tokens"] and k[1] in s["tokens"] else "n/a"
+                 for s in (rec.attention[m] for m in models)]
+        rows.append(f"| {ARROW[k[0]]} → {ARROW[k[1]]} | " + " | ".join(cells) + " |")
+    notes = []
+    for m in models:
+        s = rec.attention[m]
+        where = "its join network's last layer" if s.get("network") == "join" else f"its {s['layer']} layer"
+        ent = "; ".join(f"bias.{k} cross-attention entropy {v['normalized']:.2f} of uniform"
+                        for k, v in sorted(s.get("bias_entropy", {}).items()))
+        notes.append(f"{MODEL_LABELS[m]}: {where}, {s['windows']} windows of {s['source']}" + (f"; {ent}" if ent else ""))
+    return "\n".join(rows) + "\n\n" + ".\n".join(notes) + "."
+
+
+def compute_table(rec: Records) -> str:
+    groups = {MODEL_LABELS[m]: [r for r in rec.runs if r.group == "main" and r.model == m] for m in study.MODELS}
+    groups["DTd ablations"] = [r for r in rec.runs if r.group == "ablation"]
+    rows = ["| runs of | records | training samples/s (median) | training per run | wall per run | total wall |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name, runs in groups.items():
+        if not runs:
+            rows.append(f"| {name} | 0 | — | — | — | — |")
+            continue
+        whole = [r.wall_seconds for r in runs if r.segments == 1]  # a resumed run's wall is its last segment's
+        wall = f"{np.mean(whole) / 60:.0f} min" if whole else "—"
+        rows.append(f"| {name} | {len(runs)} | {np.median([r.samples_per_s for r in runs]):.0f} | "
+                    f"{np.mean([r.train_seconds for r in runs]) / 60:.0f} min | {wall} | "
+                    f"{sum(r.wall_seconds for r in runs) / 3600:.1f} h |")
+    expected = study.jobs()
+    names = {r.name for r in rec.runs} | set(rec.steps)
+    have = sum(j.name in names for j in expected)
+    commits: dict[str, int] = {}
+    for c in [r.commit for r in rec.runs] + list(rec.steps.values()):
+        key = c[:7] + ("+dirty" if c.endswith("+dirty") else "")
+        commits[key] = commits.get(key, 0) + 1
+    resumed = sum(r.segments > 1 for r in rec.runs)
+    stale = [j.name for j in expected if j.name in rec.args and rec.args[j.name] != list(j.args)]
+    lines = [f"Progress: {have} of {len(expected)} jobs of experiments/study.py have a record."
+             + (f" {resumed} run(s) were resumed after an interruption (wall time: last segment only)." if resumed else ""),
+             "Code (the last commit changing src/ or configs/ when each job started; records): " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
+    if stale:
+        lines.append(f"**{len(stale)} record(s) were made with other arguments than experiments/study.py gives "
+                     f"now** (they are in the tables): {', '.join(stale)}.")
+    return "\n".join(rows) + "\n\n" + "\n".join(lines)
+
+
+def seeds_table(rec: Records) -> str:
+    rows = ["| run | last | best (at samples) | evaluations | commit | wall |", "|---|---:|---:|---:|---|---:|"]
+    for r in sorted(rec.runs, key=lambda r: r.name):
+        at = max(r.curve, key=r.curve.get) if r.curve else 0
+        rows.append(f"| {r.name} | {r.last:.1f} | {r.best:.1f} ({kilo(at)}) | {len(r.curve)} | {r.commit[:7]} | "
+                    f"{r.wall_seconds / 60:.0f} min{' (resumed)' if r.segments > 1 else ''} |")
     return "\n".join(rows)
 
 
 # ---- figures -------------------------------------------------------------------------------------
 
 
-def _finish(fig, ax, path: Path, title: str, ylabel: str = "D4RL normalized score", legend: dict | None = None,
-            grid_axis: str = "y") -> None:
-    """Label, lay out and save (to a temporary name, then renamed) one figure."""
+def _save(fig, path: Path) -> None:
+    """PNG without the matplotlib version in its metadata (same bytes on every run of the same build)."""
     import matplotlib.pyplot as plt
 
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(axis=grid_axis, alpha=0.3)
-    if legend is not None and ax.get_legend_handles_labels()[0]:
-        ax.legend(**legend)
-    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    fig.savefig(tmp, dpi=110, metadata={"Software": None})
     plt.close(fig)
+    os.replace(tmp, path)
 
 
-def plot_main(runs: dict[str, list[RunScores]], behaviour: dict[str, float], path: Path) -> None:
+def plot_curve(rec: Records, dataset: str, path: Path) -> bool:
+    """Score against samples seen for every model on one dataset: mean line, ±std band, seeds as dots."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    width = 0.8 / len(MODELS)
-    for i, (model, label) in enumerate(MODELS.items()):
-        for j, key in enumerate(DATASETS):
-            rs = runs.get(f"main/{key}-{model}", [])
-            if not rs:
-                continue
-            best = [r.best for r in rs]
-            x = j + (i - (len(MODELS) - 1) / 2) * width
-            ax.bar(x, np.mean(best), width * 0.9, yerr=np.std(best), capsize=3, color=f"C{i}",
-                   label=label if j == 0 else None)
-            ax.plot([x] * len(best), best, "k.", ms=4)
-    for j, key in enumerate(DATASETS):
-        if key in behaviour:
-            ax.hlines(behaviour[key], j - 0.45, j + 0.45, colors="gray", linestyles="--",
-                      label="dataset mean" if j == 0 else None)
-    ax.set_xticks(range(len(DATASETS)), [v[0] for v in DATASETS.values()])
-    _finish(fig, ax, path, "Final score, best target (bars: mean ± std over seeds; dots: seeds)",
-            legend=dict(fontsize=8, ncol=5))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = False
+    for i, m in enumerate(study.MODELS):
+        runs = [r for r in rec.cell("main", dataset, m) if r.curve]
+        if not runs:
+            continue
+        xs = sorted({s for r in runs for s in r.curve})
+        vals = [[r.curve[s] for r in runs if s in r.curve] for s in xs]
+        mean, std = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
+        k = np.array(xs) / 1000
+        ax.plot(k, mean, marker="o", ms=3, color=f"C{i}", label=f"{MODEL_LABELS[m]} (n={len(runs)})")
+        ax.fill_between(k, mean - std, mean + std, color=f"C{i}", alpha=0.15, lw=0)
+        for r in runs:
+            ax.plot(np.array(sorted(r.curve)) / 1000, [r.curve[s] for s in sorted(r.curve)], ".", color=f"C{i}",
+                    ms=2, alpha=0.6)
+        drawn = True
+    mean = rec.datasets.get(dataset, {}).get("mean_normalized")
+    if mean is not None:
+        ax.axhline(mean, color="gray", ls="--", lw=1, label="dataset mean")
+    ax.set_xlabel("training samples seen (thousands)")
+    ax.set_ylabel("D4RL normalized score (best target)")
+    ax.set_title(f"{label(dataset)}: mean ± std over seeds, dots = seeds")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+        _save(fig, path)
+    else:
+        plt.close(fig)
+    return drawn
 
 
-def plot_ablation(runs: dict[str, list[RunScores]], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    for i, (label, stem) in enumerate(ABLATIONS):
-        best = [r.best for r in runs.get(stem, [])]
-        if best:
-            ax.bar(i, np.mean(best), 0.7, yerr=np.std(best), capsize=3, color="C0" if "bias" in label else "C1")
-            ax.plot([i] * len(best), best, "k.", ms=4)
-    ax.set_xticks(range(len(ABLATIONS)), [a[0].replace(" (default)", "\n(default)") for a in ABLATIONS], fontsize=8)
-    _finish(fig, ax, path, "DTd ablations on hopper medium-replay (mean ± std over seeds)")
-
-
-def plot_curves(runs: dict[str, list[RunScores]], path: Path) -> None:
-    """Three panels: the main table's hopper runs (evaluated every 100 steps) and the longer runs."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = ((axes[0], CURVE_RUNS, "hopper medium-replay, main-table runs"),
-              (axes[1], LONG_CURVE_RUNS, "hopper medium-replay, longer runs"),
-              (axes[2], LONG_CURVE_RUNS_HC, "halfcheetah medium-replay, longer runs"))
-    for ax, spec, what in panels:
-        for i, (label, stem) in enumerate(spec):
-            steps, vals = curve_points(runs.get(stem, []))
-            if not steps:
-                continue
-            mean, std = vals.mean(0), vals.std(0)
-            seeds = f"{len(vals)} seed" + ("s" if len(vals) > 1 else "")
-            ax.plot(steps, mean, marker="o", color=f"C{i}", label=f"{label} ({seeds})")
-            ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
-        ax.set_xlabel("training step (batch 64)")
-        ax.set_title(what)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    _finish(fig, axes[0], path, "hopper medium-replay, main-table runs (band: ±std over seeds)",
-            "D4RL normalized score (best target)", grid_axis="both")
-
-
-def attention(root: Path, out: Path) -> str:
-    """Score the seed-0 DT-small and DTd runs' attention on their dataset; heatmaps and a share table."""
+def plot_attention(rec: Records, path: Path) -> None:
     from dtd.analysis import attention as att
 
-    summaries = []
-    for label, stem in ATTENTION_RUNS:
-        _, summary = att.analyze_run(root / stem, windows=256, progress=False)
-        (out / f"attention-{stem.split('/')[-1]}.json").write_text(json.dumps(summary, indent=1) + "\n")
-        summaries.append(summary)
-    titles = [f"{label}, {s['source']}\n{'join network' if s['network'] == 'join' else 'last layer'}"
-              for (label, _), s in zip(ATTENTION_RUNS, summaries)]
-    att.plot_heatmaps(summaries, out / "attention_compare.png", titles=titles)
-    names = list(summaries[0]["share"])
-    rows = ["| query → key | " + " | ".join(label for label, _ in ATTENTION_RUNS) + " |",
-            "|---|" + "---:|" * len(ATTENTION_RUNS)]
-    arrow = {"r": "goal", "s": "state", "a": "action"}
-    for k in names:
-        cells = [f"{s['share'][k]:.1%}" if k[0] in s["tokens"] and k[1] in s["tokens"] else "n/a" for s in summaries]
-        rows.append(f"| {arrow[k[0]]} → {arrow[k[1]]} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    models = [m for m in study.ATTENTION["models"] if m in rec.attention]
+    titles = [f"{MODEL_LABELS[m]}, {rec.attention[m]['source']}\n"
+              f"{'join network' if rec.attention[m].get('network') == 'join' else 'last layer'}" for m in models]
+    att.plot_heatmaps([rec.attention[m] for m in models], path, titles=titles)
 
 
-# ---- RESULTS.md ------------------------------------------------------------------------------------
+# ---- RESULTS.md ----------------------------------------------------------------------------------
 
 
-def fill(text: str, name: str, table: str) -> str:
-    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
-    return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool = True) -> dict[str, str]:
+    """Every block of RESULTS.md, name -> text (figures linked relative to `base`); with `draw`, the figures."""
+    rec = load_records(records)
+    curve_figs = {d: figures / f"curve_{d}.png" for d in study.DATASETS if any(
+        r.curve for m in study.MODELS for r in rec.cell("main", d, m))}
+    if draw:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        for d, path in curve_figs.items():
+            plot_curve(rec, d, path)
+        if rec.attention:
+            plot_attention(rec, figures / "attention_study.png")
+    attention = attention_table(rec)
+    if rec.attention:
+        attention += f"\n\n![attention]({os.path.relpath(figures / 'attention_study.png', base)})"
+    blocks = {"study_budget": budget_table(), "study_main": main_table(rec), "study_curves": curves_block(rec, curve_figs, base),
+              "study_ablation": ablation_table(rec), "study_attention": attention,
+              "study_compute": compute_table(rec), "study_seeds": seeds_table(rec)}
+    diag = make_diagnosis.load(diagnosis) if diagnosis.is_dir() else {}
+    blocks.update(make_diagnosis.tables(diag, diagnosis))
+    if draw and diag:
+        make_diagnosis.plot(diag, figures / "diagnosis.png")
+    return blocks
 
 
-def main() -> int:
-    import matplotlib
+def fill(text: str, blocks: dict[str, str]) -> str:
+    """Replace each block's body; a block name missing from the text is an error (a renamed section)."""
+    for name, body in blocks.items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"make_results: RESULTS.md has no block {name}")
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+    return text
 
-    matplotlib.use("Agg")
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "results"), help="the sweep's run folders")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results"), help="figures and tables.md")
-    parser.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="markdown file whose blocks are filled")
-    parser.add_argument("--no-attention", action="store_true", help="skip the attention re-scoring")
-    args = parser.parse_args()
-    root, out = Path(args.runs), Path(args.out)
-    runs = load_runs(root)
-    if not runs:
-        print(f"make_results: no finished runs under {root}", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    behaviour = dataset_scores()
-    tables = {"main": main_table(runs, behaviour), "ablation": ablation_table(runs), "curve": curve_table(runs, CURVE_RUNS),
-              "curve_long": curve_table(runs, LONG_CURVE_RUNS),
-              "curve_long_halfcheetah": curve_table(runs, LONG_CURVE_RUNS_HC),
-              "compute": compute_table(runs), "seeds": seeds_table(runs)}
-    plot_main(runs, behaviour, out / "main_scores.png")
-    plot_ablation(runs, out / "ablation.png")
-    plot_curves(runs, out / "sample_efficiency.png")
-    if not args.no_attention and all((root / stem / "eval.json").is_file() for _, stem in ATTENTION_RUNS):
-        tables["attention"] = attention(root, out)
-    md = "\n\n".join(f"## {name}\n\n{table}" for name, table in tables.items()) + "\n"
-    (out / "tables.md").write_text(md)
+    parser.add_argument("--records", default=str(ROOT / "results" / "study"), help="the study's records")
+    parser.add_argument("--diagnosis", default=str(ROOT / "results" / "diagnosis"), help="the diagnosis records")
+    parser.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="the markdown file whose blocks are filled")
+    parser.add_argument("--figures", default=str(ROOT / "docs" / "results"), help="where the figures go")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if RESULTS.md would change")
+    args = parser.parse_args(argv)
     results = Path(args.results)
-    if results.is_file():
-        text = results.read_text()
-        for name, table in tables.items():
-            text = fill(text, name, table)
-        tmp = results.with_name(results.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, results)
-    print(f"wrote {out}/tables.md, {out}/*.png" + (f" and the tables in {results}" if results.is_file() else ""))
+    old = results.read_text()
+    blocks = build(Path(args.records), Path(args.diagnosis), Path(args.figures).resolve(), results.resolve().parent,
+                   draw=not args.check)
+    new = fill(old, blocks)
+    if args.check:
+        print("RESULTS.md is up to date" if new == old else "RESULTS.md differs from what the records give")
+        return 0 if new == old else 1
+    tmp = results.with_name(f".{results.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, results)
+    print(f"wrote {results} and the figures in {args.figures}")
     return 0
 
 

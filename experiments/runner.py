@@ -1,12 +1,15 @@
 """The engine behind the experiment scripts: run `dtd train` jobs a few at a time, resumably, and keep
 each finished run's small record in git.
 
-A job is one `dtd train` command. Its run folder (with checkpoints) lives under `--runs` (outside git);
-when it finishes, its record -- config.yaml, metrics.jsonl, eval.json and record.json (the commit the
-code ran at, wall time, command) -- is copied to `<records>/<job>/`, a tracked folder. Idempotent:
-a job with a record is done and skipped; a job whose run folder holds a checkpoint is resumed with
-`dtd train --resume`; anything else starts fresh (`--force` over a folder left without a checkpoint).
-Kill it at any time and start it again, on this machine or after a fresh clone.
+A job is one `dtd train` command, or a Python step (`Job.step`) that reads the checkpoints of jobs it
+`needs` (e.g. the attention analysis of two trained runs). A train job's run folder (with checkpoints)
+lives under `--runs` (outside git); when it finishes, its record -- config.yaml, metrics.jsonl, eval.json
+and record.json (the commit the code ran at, wall time, command) -- is copied to `<records>/<job>/`, a
+tracked folder. A step writes its small files straight into its record folder. Idempotent: a job with a
+record is done and skipped; a job whose run folder holds a checkpoint is resumed with `dtd train --resume`;
+anything else starts fresh (`--force` over a folder left without a checkpoint). Kill it at any time and
+start it again, on this machine or after a fresh clone. `--commit-records` also commits each new record
+(only that folder) so that an interrupted session loses nothing it finished.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD_FILES = ("config.yaml", "metrics.jsonl", "eval.json")
+RECORD = "record.json"  # written last, inside a folder that is renamed into place: its presence = done
 
 
 @dataclass
@@ -30,15 +36,44 @@ class Job:
     name: str  # unique within a study: the run folder's and the record's name
     args: tuple[str, ...]  # `dtd train` arguments (everything but the output location)
     tags: dict[str, str] = field(default_factory=dict)  # what the tables group by (model, dataset, ...)
+    # A Python step instead of `dtd train`: step(runs, out) writes its files into `out` and returns the
+    # equivalent command lines (for the record). It runs once every job in `needs` has a record.
+    step: Callable[[Path, Path], list[str]] | None = None
+    needs: tuple[str, ...] = ()
+
+
+def done(job: Job | str, records: Path) -> bool:
+    return (records / (job if isinstance(job, str) else job.name) / RECORD).is_file()
+
+
+def stale(job: Job, records: Path) -> bool:
+    """A record made with other `dtd train` arguments than the job's now (say, after RECIPE changed): it
+    still counts as done -- removing it is a human decision -- but --list and the tables say so."""
+    if not done(job, records):
+        return False
+    args = json.loads((records / job.name / RECORD).read_text()).get("args")
+    return args is not None and args != list(job.args)
+
+
+def _git(*a: str) -> str:
+    return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
 def commit() -> str:
-    """The commit the code runs at (with '+dirty' when tracked files differ from it)."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    """The commit the code runs at (with '+dirty' when tracked files under src/ differ from it)."""
+    head = _git("rev-parse", "HEAD") or "unknown"
+    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
-    head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
+
+def code_commit() -> str:
+    """The last commit that changed what a run trains (src/, configs/), '+dirty' if they differ from it: unlike
+    HEAD it stays put while --commit-records adds record commits, so runs of the same code name one commit."""
+    last = _git("log", "-1", "--format=%H", "--", "src", "configs") or "unknown"
+    return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src", "configs") else "")
+
+
+def version() -> dict[str, str]:
+    return {"commit": commit(), "code": code_commit()}
 
 
 def command(job: Job, runs: Path) -> list[str]:
@@ -49,73 +84,196 @@ def command(job: Job, runs: Path) -> list[str]:
     return [*dtd, *job.args, "--out_dir", str(runs), "--run_name", job.name, "--force", "--no-progress"]
 
 
-def save_record(job: Job, run_dir: Path, records: Path, seconds: float, cmd: list[str]) -> Path:
-    """Copy the run's small files into records/<name>/ (written under a temporary name, then renamed)."""
+def _segments(runs: Path, job: Job, resume: bool, at: dict[str, str]) -> list[dict]:
+    """Log this start of a job (its commit; a fresh start forgets earlier ones); every start so far."""
+    path = runs / "logs" / f"{job.name}.segments.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = path.read_text().splitlines() if resume and path.is_file() else []
+    lines.append(json.dumps({**at, "resume": resume}))
+    path.write_text("\n".join(lines) + "\n")
+    return [json.loads(line) for line in lines]
+
+
+def save_record(job: Job, run_dir: Path | None, records: Path, started: float, cmd: list[str],
+                segments: list[dict] | None = None, write: Callable[[Path], list[str]] | None = None) -> Path:
+    """Copy the run's small files (or let `write` make them) into records/<name>/, written under a
+    temporary name then renamed, so a record is complete or absent. `commit` is the commit the job
+    started at (`code`: the last commit that changed src/ or configs/ then); `segments` lists every start (one per resume) when there was more than one; wall time
+    runs from `started` (the last start) to now."""
     final = records / job.name
     tmp = records / f".{job.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in RECORD_FILES:
-        shutil.copyfile(run_dir / name, tmp / name)
-    info = {"name": job.name, "tags": job.tags, "commit": commit(), "wall_seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd[2:]}
-    (tmp / "record.json").write_text(json.dumps(info, indent=1) + "\n")
+    if write is not None:
+        cmd = write(tmp)
+    else:
+        for name in RECORD_FILES:
+            shutil.copyfile(run_dir / name, tmp / name)
+    segments = segments or [{**version(), "resume": False}]
+    seconds = time.time() - started
+    info = {"name": job.name, "tags": job.tags, "commit": segments[0]["commit"], "code": segments[0].get("code"),
+            "wall_seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd, "args": list(job.args)}
+    if len(segments) > 1:
+        info["segments"] = segments  # wall_seconds covers the last one only
+    (tmp / RECORD).write_text(json.dumps(info, indent=1) + "\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
 
 
-def run_job(job: Job, runs: Path, records: Path, index: int, total: int) -> int:
-    if (records / job.name / "eval.json").is_file():
+_GIT_LOCK = threading.Lock()
+_CHILDREN: set[subprocess.Popen] = set()  # the `dtd train` processes running now
+_STOPPING = threading.Event()  # set on SIGTERM / Ctrl-C: start nothing more
+
+
+def commit_record(path: Path, repo: Path = ROOT) -> bool:
+    """`git add` + `git commit` of one record folder only (other staged changes stay staged); a warning,
+    not an error, when git is busy or refuses (the record stays on disk and is committed next time)."""
+    rel = os.path.relpath(path, repo)
+    with _GIT_LOCK:
+        for attempt in range(3):
+            add = subprocess.run(["git", "add", "--", rel], cwd=repo, capture_output=True, text=True)
+            done_ = add.returncode == 0 and subprocess.run(
+                ["git", "commit", "-q", "-m", f"record {rel}", "--", rel], cwd=repo, capture_output=True,
+                text=True).returncode == 0
+            if done_:
+                return True
+            time.sleep(2 + 3 * attempt)  # another git process holds the index lock
+    print(f"warning: could not commit {rel}; commit it by hand", flush=True)
+    return False
+
+
+def run_job(job: Job, runs: Path, records: Path, index: int, total: int, git_commit: bool = False) -> int:
+    if done(job, records):
         return 0
-    cmd = command(job, runs)
     log = runs / "logs" / f"{job.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     print(f"[{index}/{total}] start {job.name}", flush=True)
     start = time.time()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    if job.step is not None:
+        code = _run_step(job, runs, records, log, start)
+    else:
+        cmd = command(job, runs)
+        segments = _segments(runs, job, "--resume" in cmd, version())
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        with open(log, "a") as fh:
+            fh.write("$ " + " ".join(cmd) + "\n")
+            fh.flush()
+            child = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            _CHILDREN.add(child)
+            code = child.wait()
+            _CHILDREN.discard(child)
+        if code == 0:
+            save_record(job, runs / job.name, records, start, ["dtd", *cmd[3:]], segments)
     took = time.time() - start
-    if code == 0:
-        save_record(job, runs / job.name, records, took, cmd)
-    print(f"[{index}/{total}] {'done' if code == 0 else f'FAILED ({code}), see {log}'} {job.name} in {took:.0f} s",
-          flush=True)
+    if code == 0 and git_commit:
+        commit_record(records / job.name)
+    what = "done" if code == 0 else "stopped" if _STOPPING.is_set() else f"FAILED ({code}), see {log}"
+    print(f"[{index}/{total}] {what} {job.name} in {took:.0f} s", flush=True)
     return code
 
 
-def run_all(jobs: list[Job], runs: Path, records: Path, workers: int) -> int:
-    """Run every job without a record, `workers` at a time (one torch thread each); 1 if any failed."""
+def _run_step(job: Job, runs: Path, records: Path, log: Path, start: float) -> int:
+    try:
+        save_record(job, None, records, start, [], [{**version(), "resume": False}],
+                    write=lambda out: job.step(runs, out))
+    except Exception:  # a failed step is reported like a failed run; the others go on
+        shutil.rmtree(records / f".{job.name}.tmp", ignore_errors=True)
+        with open(log, "a") as fh:
+            fh.write(traceback.format_exc())
+        return 1
+    return 0
+
+
+def run_all(jobs: list[Job], runs: Path, records: Path, workers: int, git_commit: bool = False) -> int:
+    """Run every job without a record, `workers` at a time (one torch thread each), each worker taking the
+    first job in list order whose `needs` are done; 1 if any failed or could not run."""
     if not os.environ.get("MINARI_DATASETS_PATH"):
         print("set MINARI_DATASETS_PATH to the folder holding zoo/hopper/... (../shared/datasets)", file=sys.stderr)
         return 2
-    todo = [j for j in jobs if not (records / j.name / "eval.json").is_file()]
+    todo = [j for j in jobs if not done(j, records)]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already have a record; {len(todo)} to run", flush=True)
-    with ThreadPoolExecutor(workers) as pool:
-        codes = list(pool.map(lambda ij: run_job(ij[1], runs, records, ij[0] + 1, len(todo)), enumerate(todo)))
-    failed = [j.name for j, code in zip(todo, codes) if code]
-    print(f"{len(todo) - len(failed)} runs done, {len(failed)} failed" + (f": {failed}" if failed else ""))
+    old = [j.name for j in jobs if stale(j, records)]
+    if old:
+        print(f"warning: {len(old)} records were made with other arguments (remove them to rerun): {old}", flush=True)
+    pending, running, codes = list(todo), set(), {}
+    started = [0]
+    cond = threading.Condition()
+
+    def blocked(job: Job) -> bool:  # a need that will never get a record in this session
+        return any(not done(n, records) and n not in running and all(p.name != n for p in pending)
+                   for n in job.needs)
+
+    def worker() -> None:
+        while True:
+            with cond:
+                while True:
+                    for job in [j for j in pending if blocked(j)]:
+                        pending.remove(job)
+                        codes[job.name] = 3
+                        print(f"skipped {job.name}: needs {', '.join(job.needs)}, not all of which finished",
+                              flush=True)
+                    job = next((j for j in pending if all(done(n, records) for n in j.needs)), None)
+                    if _STOPPING.is_set():
+                        return
+                    if job is not None:
+                        pending.remove(job)
+                        running.add(job.name)
+                        started[0] += 1
+                        index = started[0]
+                        break
+                    if not pending:
+                        return
+                    cond.wait()
+            code = run_job(job, runs, records, index, len(todo), git_commit)
+            with cond:
+                running.discard(job.name)
+                codes[job.name] = code
+                cond.notify_all()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.5)
+    except KeyboardInterrupt:  # also SIGTERM (see main): stop the children; their checkpoints stay
+        _STOPPING.set()
+        for child in list(_CHILDREN):
+            child.terminate()
+        for child in list(_CHILDREN):
+            child.wait()
+        print("interrupted: run the same command again to resume", flush=True)
+        return 130
+    failed = [j.name for j in todo if codes.get(j.name)]
+    print(f"{len(todo) - len(failed)} jobs done, {len(failed)} failed or skipped" + (f": {failed}" if failed else ""))
     return 1 if failed else 0
 
 
-def main(description: str, jobs: list[Job], study: str) -> int:
-    """The command line every study script shares: --workers, --list, --only, --runs, --records."""
+def main(description: str, jobs: list[Job], study: str, argv: list[str] | None = None) -> int:
+    """The command line every study script shares: --workers, --list, --only, --runs, --records, --commit-records."""
     import argparse
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="runs at a time, one torch thread each (default 2)")
-    parser.add_argument("--list", action="store_true", help="print the jobs (done or to do) and exit")
+    parser.add_argument("--list", action="store_true", help="print the jobs in run order (done or todo) and exit")
     parser.add_argument("--only", default="", help="only jobs whose name contains this text")
     parser.add_argument("--runs", default=str(ROOT / "runs" / study), help="run folders with checkpoints (untracked)")
     parser.add_argument("--records", default=str(ROOT / "results" / study), help="the tracked records folder")
-    args = parser.parse_args()
+    parser.add_argument("--commit-records", action="store_true",
+                        help="git-commit each new record folder (that folder only) as soon as it is written")
+    args = parser.parse_args(argv)
     runs, records = Path(args.runs).resolve(), Path(args.records).resolve()
     todo = [j for j in jobs if args.only in j.name]
     if args.list:
         for job in todo:
-            done = "done" if (records / job.name / "eval.json").is_file() else "todo"
-            print(done, job.name, " ".join(job.args))
+            state = "stale" if stale(job, records) else "done" if done(job, records) else "todo"
+            what = f"(step, after {' and '.join(job.needs)})" if job.step is not None else " ".join(job.args)
+            print(state, job.name, what)
         return 0
-    return run_all(todo, runs, records, args.workers)
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops the children too
+    return run_all(todo, runs, records, args.workers, args.commit_records)
