@@ -102,7 +102,7 @@ def test_resolve_device_strings(monkeypatch):
 
 @pytest.mark.parametrize("spec, want", [("auto", "cuda:0"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1")])
 def test_train_on_a_mocked_gpu(spec, want, monkeypatch, tmp_path):
-    from dtd.training.config import TrainConfig
+    from dtd.config import TrainConfig
     from dtd.training.trainer import train
 
     gpu = FakeGPU(monkeypatch, count=2, current=0)

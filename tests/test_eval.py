@@ -1,6 +1,7 @@
 """Evaluation: return-to-go arithmetic, env lookup, real Hopper-v5 rollouts, batched == naive, `dtd eval`."""
 
 import json
+import warnings
 from dataclasses import asdict
 
 import numpy as np
@@ -198,19 +199,32 @@ def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
     assert delayed["targets"]["3600"]["returns"] == plugged["targets"]["3600"]["returns"]
 
 
-def test_dtd_eval_cli(tmp_path, capsys):
-    from dtd.training.checkpoint import save_checkpoint
+def _write_run(run, model, step=123, **run_fields):
+    """A run folder with one checkpoint written through the run record (what `dtd train` writes)."""
+    from dtd.config import TrainConfig
+    from dtd.runs import Checkpoint, RunInfo, save_checkpoint
 
+    cfg = TrainConfig(env_id="Hopper-v5", eval_episodes=2, eval_max_steps=15, context_len=4,
+                      dataset=str(run.parent / "gone"))  # a dataset that is not on this machine
+    fields = dict(env_id="Hopper-v5", ref_scores=(0.0, 1000.0), goal="rtg", dataset=cfg.dataset, step=step)
+    info = RunInfo("dtd", asdict(model.config), cfg, np.zeros(11, np.float32), np.ones(11, np.float32),
+                   **{**fields, **run_fields})
+    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
+    save_checkpoint(Checkpoint(info, model.state_dict()), run / "checkpoints" / f"{'last' if step == 123 else 'step_5'}.pt")
+
+
+def test_dtd_eval_cli(tmp_path, capsys, monkeypatch):
+    import dtd.data.loaders as loaders
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("dtd eval must not load the dataset")
+
+    monkeypatch.setattr(loaders, "load_dataset", unreachable)  # and the run's dataset path does not exist
     model = build_model("dtd", 11, 3, context_len=4, **TINY)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
     (run / "eval.json").write_text('{"keep": true}')
-    config = {"env_id": "Hopper-v5", "eval_episodes": 2, "eval_max_steps": 15}
-    ckpt = dict(model=model.state_dict(), model_name="dtd", model_kwargs=asdict(model.config),
-                state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32), reward_scale=1000.0,
-                config=config, step=123, ref_min_score=0.0, ref_max_score=1000.0)  # fmt: skip
-    save_checkpoint(ckpt, run / "checkpoints" / "last.pt")
+    _write_run(run, model)
     assert main(["eval", str(run), "--targets", "1800", "--seed", "3"]) == 0
     result = json.loads((run / "eval-last.json").read_text())
     assert result["step"] == 123 and result["episodes"] == 2 and result["seed"] == 3
@@ -227,10 +241,34 @@ def test_dtd_eval_cli(tmp_path, capsys):
     assert main(["eval", str(run), "--targets", "nan"]) == 2
     assert "expected a finite number" in capsys.readouterr().err
     assert (run / "eval-last.json").read_text() == before  # nothing written
-    # no reference returns recorded and the dataset is not on this machine: D4RL's, with a warning
-    del ckpt["ref_min_score"], ckpt["ref_max_score"]
-    ckpt["config"] = {**config, "dataset": str(tmp_path / "gone")}
-    save_checkpoint(ckpt, run / "checkpoints" / "step_5.pt")
-    with pytest.warns(UserWarning, match="D4RL"):
+    # the dataset had no reference returns: D4RL's for the task, as during training
+    _write_run(run, model, step=5, ref_scores=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert main(["eval", str(run), "--checkpoint", "step_5", "--episodes", "1"]) == 0
+    assert not [w for w in caught if "D4RL" in str(w.message)]  # no failed dataset load to warn about
     assert json.loads((run / "eval-step_5.json").read_text())["ref_scores"] == list(REF)
+
+
+def test_dtd_eval_reads_a_dtd_0_1_checkpoint(tmp_path, capsys):
+    """A flat dtd 0.1 checkpoint: same model and settings; it never recorded reference returns, so
+    D4RL's are used with a warning (the dataset is not reloaded)."""
+    from dtd.runs import read_checkpoint
+
+    model = build_model("dtd", 11, 3, context_len=4, **TINY)
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
+    config = {"env_id": "Hopper-v5", "eval_episodes": 1, "eval_max_steps": 15, "dataset": str(tmp_path / "gone")}
+    old = dict(model=model.state_dict(), model_name="dtd", model_kwargs=asdict(model.config),
+               state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32), reward_scale=1000.0,
+               config=config, optimizer={}, scheduler={}, rng={}, rng_ranks=[{}], step=7, world_size=1)
+    torch.save(old, run / "checkpoints" / "last.pt")
+    info = read_checkpoint(run / "checkpoints" / "last.pt").info
+    assert (info.format, info.step, info.context_len, info.env_id, info.ref_scores) == (1, 7, 4, "Hopper-v5", None)
+    with pytest.warns(UserWarning, match="D4RL"):
+        assert main(["eval", str(run), "--targets", "1800"]) == 0
+    assert json.loads((run / "eval-last.json").read_text())["ref_scores"] == list(REF)
+    torch.save({"model": {}}, run / "checkpoints" / "last.pt")
+    assert main(["eval", str(run)]) == 2
+    assert "not a dtd checkpoint (missing model_name, model_kwargs, step)" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def test_d4rl_antmaze_hdf5_goal_per_step(tmp_path):
 
 
 def test_train_and_evaluate_pointmaze_umaze(tmp_path):
-    from dtd.training.config import load_config
+    from dtd.config import load_config
     from dtd.training.trainer import train
 
     data = collect_maze("umaze", 400, seed=0, out=tmp_path / "umaze", progress=False)
@@ -109,10 +109,10 @@ def test_train_and_evaluate_pointmaze_umaze(tmp_path):
 
 
 def test_maze_and_iql_presets_load():
-    from dtd.training.config import CONFIGS_DIR, load_config
+    from dtd.config import PRESETS_DIR, load_config
 
-    names = [p.relative_to(CONFIGS_DIR).with_suffix("").as_posix()
-             for sub in ("maze", "iql") for p in sorted((CONFIGS_DIR / sub).glob("*.yaml")) if p.stem != "base"]
+    names = [p.relative_to(PRESETS_DIR).with_suffix("").as_posix()
+             for sub in ("maze", "iql") for p in sorted((PRESETS_DIR / sub).glob("*.yaml")) if p.stem != "base"]
     assert len(names) == 18 + 4
     for name in names:
         cfg = load_config(name)

@@ -101,15 +101,15 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
 
     target = 3600.0
     if cfg.run:
-        from dtd.training.checkpoint import load_run
+        from dtd.runs import load_run
 
-        model, ckpt = load_run(cfg.run, map_location=cfg.device)
-        preset = ckpt["model_name"]
-        env_id = (ckpt.get("config") or {}).get("env_id") or cfg.env_id
-        target = float(((ckpt.get("config") or {}).get("eval_targets") or [target])[0])
+        model, info = load_run(cfg.run, map_location=cfg.device)
+        preset = info.model_name
+        env_id = info.env_id or cfg.env_id
+        target = float((info.config.eval_targets or [target])[0])
 
         def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
-            return evaluate_run(model, ckpt, episodes=n, targets=[target], seed=0, progress=False, device=cfg.device,
+            return evaluate_run(model, info, episodes=n, targets=[target], seed=0, progress=False, device=cfg.device,
                                 batched=batched, max_steps=cfg.eval_max_steps, workers=workers,
                                 vector=vector)  # fmt: skip
     else:

@@ -44,7 +44,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from dtd.errors import DtdError
     from dtd.evaluation.rollout import evaluate_run, format_table
     from dtd.paths import check_output_file
-    from dtd.training.checkpoint import CKPT_DIR, find_checkpoint, load_run
+    from dtd.paths import CKPT_DIR
+    from dtd.runs import find_checkpoint, load_run
 
     run, name = Path(args.run_dir), args.checkpoint.removesuffix(".pt")
     if not name or "/" in name or "\\" in name or name in (".", ".."):
@@ -61,13 +62,13 @@ def run_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     folder = run if run.is_dir() else path.parents[1]
     out = check_output_file(folder / f"eval-{name}.json", "eval result")
-    model, ckpt = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
-    workers = args.workers if args.workers is not None else (ckpt.get("config") or {}).get("eval_workers", 1)
+    model, info = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
+    workers = args.workers if args.workers is not None else info.config.eval_workers
     overrides = {k: v for k, v in (("max_steps", args.max_steps), ("vector", args.vector)) if v is not None}
     overrides["workers"] = workers if device == "cpu" else 1
-    result = evaluate_run(model.to(device), ckpt, episodes=args.episodes, targets=args.targets, seed=args.seed,
+    result = evaluate_run(model.to(device), info, episodes=args.episodes, targets=args.targets, seed=args.seed,
                           device=device, **overrides)  # fmt: skip
-    result.update(checkpoint=name, step=int(ckpt["step"]))
+    result.update(checkpoint=name, step=info.step)
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_text(json.dumps(result, indent=2) + "\n")

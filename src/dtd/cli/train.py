@@ -10,7 +10,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from dtd.training.config import add_config_arguments
+    from dtd.config import add_config_arguments
 
     p = sub.add_parser(
         "train",
@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dtd.errors import DtdError
-    from dtd.training.config import load_config, overrides_from_args
+    from dtd.config import load_config, overrides_from_args
     from dtd.training.trainer import resume, train
 
     overrides = overrides_from_args(args)

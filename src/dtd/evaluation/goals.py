@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from dtd.errors import DtdError
-from dtd.models.iql import scale_values  # noqa: F401  (re-exported: the value-goal scaling)
 
 GOAL_KINDS = ("rtg", "maze", "iql")
 
@@ -94,10 +93,6 @@ class ValueGoal:
         return self.critic.goal_tokens(next_obs)[:, None]
 
 
-def goal_dim(kind: str) -> int:
-    return {"rtg": 1, "maze": 4, "iql": 1}[check_kind(kind)]
-
-
 def check_kind(kind: str) -> str:
     if kind not in GOAL_KINDS:
         raise DtdError(f"goal: unknown goal {kind!r} (choose from {', '.join(GOAL_KINDS)})")
@@ -114,20 +109,3 @@ def make_goal_fn(kind: str, state_mean: np.ndarray, state_std: np.ndarray, criti
             raise DtdError("goal 'iql': no critic given (set `critic:` to a `dtd iql train` run or checkpoint)")
         return ValueGoal(critic)
     return None
-
-
-def critic_for(kind: str, critic_path: str, device: str = "cpu"):
-    """The IQL critic a run's `critic:` field names (a `dtd iql train` run folder or checkpoint), or None."""
-    if check_kind(kind) != "iql":
-        return None
-    if not critic_path:
-        raise DtdError("goal 'iql': set `critic:` to a `dtd iql train` run folder or checkpoint")
-    from dtd.training.iql import load_critic
-
-    return load_critic(critic_path, device)
-
-
-def goal_fn_for(cfg: dict, state_mean: np.ndarray, state_std: np.ndarray, device: str = "cpu"):
-    """The evaluation GoalFn of a run's config (a TrainConfig dict); None means return-to-go."""
-    kind = cfg.get("goal", "rtg")
-    return make_goal_fn(kind, state_mean, state_std, critic_for(kind, cfg.get("critic", ""), device))

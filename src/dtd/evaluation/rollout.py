@@ -39,6 +39,8 @@ import numpy as np
 from dtd.data.refscores import normalize, ref_scores
 from dtd.errors import DtdError
 from dtd.evaluation.envs import DEFAULT_VECTOR, GoalFn, ReturnToGo, make_env, make_vector_env, target_returns
+from dtd.evaluation.goals import make_goal_fn
+from dtd.runs import RunInfo, load_critic
 
 
 @dataclass
@@ -444,9 +446,16 @@ def evaluate_reference(model, env_id: str, targets: Sequence[float] | None = Non
     return evaluate(model, env_id, targets, batched=False, **kwargs)
 
 
+def run_goal(info: RunInfo, device: str = "cpu") -> GoalFn:
+    """A run's goal object: return-to-go at the run's scale, the maze token, or the IQL critic's value."""
+    critic = load_critic(info.config.critic, device) if info.goal == "iql" else None
+    goal_fn = make_goal_fn(info.goal, info.state_mean, info.state_std, critic)
+    return ReturnToGo(info.reward_scale, info.config.delayed) if goal_fn is None else goal_fn
+
+
 def evaluate_run(
     model,
-    ckpt: dict,
+    info: RunInfo,
     *,
     episodes: int | None = None,
     targets: Sequence[float] | None = None,
@@ -455,52 +464,36 @@ def evaluate_run(
     progress: bool = True,
     **overrides,
 ) -> dict:
-    """Evaluate a run's model with the settings its checkpoint recorded (config, data statistics).
+    """Evaluate a run's model with the settings its run record holds; the dataset is never read.
 
-    The environment is the config's ``env_id`` (training fills it in), else the dataset's. Reference
-    returns are the dataset's (as during training): the checkpoint's ``ref_min_score``/``ref_max_score``
-    when it records them, else read from the dataset; D4RL's for the task when the dataset has none
-    or cannot be loaded here (a warning says so; the result's "ref_scores" records which were used).
+    Reference returns are the dataset's, as during training (D4RL's for the task when the dataset had
+    none). A dtd 0.1 checkpoint recorded none: D4RL's are used, with a warning.
     """
-    from dtd.evaluation.goals import goal_fn_for
-
-    config = ckpt.get("config") or {}
-    env_id = config.get("env_id") or ckpt.get("env_id")
-    ref_min, ref_max = ckpt.get("ref_min_score"), ckpt.get("ref_max_score")
-    if not env_id or ref_min is None or ref_max is None:
-        # training normalised with the dataset's own reference returns: only the dataset has them
-        from dtd.data.loaders import load_dataset
-
-        try:
-            data = load_dataset(config.get("dataset", ""))
-        except DtdError as exc:
-            if not env_id:
-                raise
-            warnings.warn(f"{exc}; normalized scores use D4RL's reference returns for {env_id}")
-        else:
-            env_id = env_id or data.env_id
-            ref_min, ref_max = data.ref_min_score, data.ref_max_score
-        if not env_id:
-            raise DtdError(f"{data.name}: the dataset names no environment; set env_id in the run's config")
-    kwargs = ckpt.get("model_kwargs") or {}
+    cfg = info.config
+    if not info.env_id:
+        raise DtdError(f"{info.dataset}: the dataset names no environment; set env_id in the run's config")
+    if info.format == 1:
+        warnings.warn(f"a dtd 0.1 checkpoint records no reference returns; normalized scores use D4RL's for "
+                      f"{info.env_id}")
+    ref_min, ref_max = info.ref_scores or (None, None)
     settings = dict(
-        episodes=episodes or config.get("eval_episodes") or 10,
+        episodes=episodes or cfg.eval_episodes or 10,
         seed=seed,
-        state_mean=ckpt["state_mean"],
-        state_std=ckpt["state_std"],
-        reward_scale=ckpt.get("reward_scale", config.get("reward_scale", 1000.0)),
-        context_len=kwargs.get("context_len", config.get("context_len", 20)),
-        max_ep_len=kwargs.get("max_ep_len", config.get("max_ep_len", 1000)),
-        max_steps=config.get("eval_max_steps") or None,
-        delayed=bool(config.get("delayed", False)),
+        state_mean=info.state_mean,
+        state_std=info.state_std,
+        reward_scale=info.reward_scale,
+        context_len=info.context_len,
+        max_ep_len=info.max_ep_len,
+        max_steps=cfg.eval_max_steps or None,
+        delayed=cfg.delayed,
         device=device,
         ref_min=ref_min,
         ref_max=ref_max,
         progress=progress,
-        goal_fn=goal_fn_for(config, ckpt["state_mean"], ckpt["state_std"], device),  # None: return-to-go
+        goal_fn=run_goal(info, device),
     )
     settings.update(overrides)
-    return evaluate(model, env_id, targets or config.get("eval_targets") or None, **settings)
+    return evaluate(model, info.env_id, targets or cfg.eval_targets or None, **settings)
 
 
 def format_table(result: dict) -> str:

@@ -1,4 +1,4 @@
-"""TrainConfig: every hyperparameter of a training run in one typed dataclass.
+"""TrainConfig and IQLConfig: every hyperparameter of a training run, in typed dataclasses.
 
 A run's config comes from three layers, later ones winning: the dataclass defaults (which are the
 main job: the default DTd on the embedded dataset, sized for a 2-core CPU), a YAML preset or file
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from dtd.errors import DtdError
+from dtd.paths import check_run_name
 
-CONFIGS_DIR = Path(__file__).resolve().parents[3] / "configs"  # the repository's presets
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # package data: works from a pip install too
 EMBEDDED_DATASET = "embedded:hopper"  # == dtd.data.loaders.EMBEDDED_DATASET (not imported: numpy-free here)
 
 
@@ -112,9 +113,52 @@ class TrainConfig:
         if any(s < 1 for s in self.probe_steps):
             raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
         if self.run_name:
-            from dtd.paths import check_run_name
-
             check_run_name(self.run_name)
+
+
+@dataclass
+class IQLConfig:
+    dataset: str
+    steps: int = 20000
+    batch_size: int = 256
+    lr: float = 3e-4
+    discount: float = 0.99
+    expectile: float = 0.7
+    temperature: float = 3.0  # actor's advantage temperature (beta)
+    tau: float = 0.005  # Polyak rate of the target Qs
+    hidden: int = 256
+    n_layers: int = 3
+    reward_scale: float = 1.0  # r' = reward_scale * r + reward_shift (IQL uses r - 1 on AntMaze)
+    reward_shift: float = 0.0
+    log_every: int = 200
+    ckpt_every: int = 5000
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: str = "runs"
+    run_name: str = ""
+
+
+def check_iql_config(cfg: IQLConfig) -> None:
+    """Every IQL setting in range (floats finite) before any work: one DtdError naming the flag."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DtdError(f"iql: --{f.name.replace('_', '-')} must be finite, got {value}")
+    for name in ("discount", "expectile"):
+        if not 0.0 < getattr(cfg, name) < 1.0:
+            raise DtdError(f"iql: --{name} must be in (0, 1), got {getattr(cfg, name)}")
+    if not 0.0 < cfg.tau <= 1.0:
+        raise DtdError(f"iql: --tau must be in (0, 1], got {cfg.tau}")
+    if cfg.lr <= 0 or cfg.temperature < 0:
+        raise DtdError(f"iql: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}")
+    for name in ("steps", "batch_size", "hidden", "n_layers"):
+        if getattr(cfg, name) < 1:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("log_every", "ckpt_every", "seed"):
+        if getattr(cfg, name) < 0:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.run_name:
+        check_run_name(cfg.run_name, "--run-name")
 
 
 # Allowed values of the numeric fields: (as the error says it, test). nan fails every test.
@@ -218,23 +262,23 @@ FLOAT_FIELDS = tuple(name for name in FIELDS if _is_float_field(name))
 
 
 def resolve_preset(name_or_path: str) -> Path:
-    """A preset name (configs/NAME.yaml, e.g. 'hopper-medium-dtd' or 'ablation/hopper-medium-replay-c21')
+    """A preset name (./configs/NAME.yaml or the packaged dtd/presets/NAME.yaml, e.g. 'hopper-medium-dtd' or 'ablation/hopper-medium-replay-c21')
     or a YAML path -> the file."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    for root in (Path.cwd() / "configs", CONFIGS_DIR):
+    for root in (Path.cwd() / "configs", PRESETS_DIR):
         candidate = root / f"{name_or_path.removesuffix('.yaml')}.yaml"
         if candidate.is_file():
             return candidate
-    raise DtdError(f"--config {name_or_path}: no such file, and no preset of that name in {CONFIGS_DIR} "
-                   "(see configs/README.md)")
+    raise DtdError(f"--config {name_or_path}: no such file, and no preset of that name in {PRESETS_DIR} "
+                   "(see dtd/presets/README.md)")
 
 
 def preset_name(path: Path) -> str:
-    """configs/ablation/x.yaml -> 'ablation/x'; a file elsewhere -> its stem."""
+    """presets/ablation/x.yaml -> 'ablation/x'; a file elsewhere -> its stem."""
     try:
-        return path.resolve().relative_to(CONFIGS_DIR).with_suffix("").as_posix()
+        return path.resolve().relative_to(PRESETS_DIR).with_suffix("").as_posix()
     except ValueError:
         return path.stem
 
