@@ -10,7 +10,9 @@ import torch
 
 from dtd.cli import main
 from dtd.errors import DtdError
-from dtd.evaluation.envs import ReturnToGo, make_env, make_vector_env, target_returns
+from dtd.envs import make_env, make_vector_env
+from dtd.evaluation.settings import target_returns
+from dtd.goals import ReturnToGo
 from dtd.evaluation.rollout import evaluate, evaluate_reference
 from dtd.models import build_model
 

@@ -12,7 +12,7 @@ TARGET = 3600.0
 
 def hopper_windows(run_dir, steps=9):
     """Drive Hopper-v5 with dtd.Policy; return the raw K-windows of every step and the policy's actions."""
-    from dtd.evaluation.envs import make_env
+    from dtd.envs import make_env
     from dtd.policy import Policy
 
     policy = Policy.load(run_dir, target=TARGET)

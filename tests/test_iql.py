@@ -8,7 +8,7 @@ import torch
 
 from dtd.data.episodes import Episode, EpisodeDataset
 from dtd.errors import DtdError
-from dtd.evaluation.goals import ValueGoal, with_goals
+from dtd.goals import ValueGoal, with_goals
 from dtd.models.iql import IQL, IQLNetConfig, expectile_loss, scale_values
 from dtd.config import IQLConfig
 from dtd.runs import load_critic

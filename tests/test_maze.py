@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from dtd.data import load_dataset
-from dtd.data.maze import LAYOUTS, MazePlanner, WaypointController, collect_maze, make_maze_env, maze_env_id
+from dtd.data.maze import MazePlanner, WaypointController, collect_maze
+from dtd.envs import LAYOUTS, make_maze_env, maze_env_id
 from dtd.errors import DtdError
-from dtd.evaluation.goals import MazeGoal, maze_tokens, waypoint_targets, with_goals
+from dtd.goals import MazeGoal, maze_tokens, waypoint_targets, with_goals
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dtd.errors import DtdError
-from dtd.evaluation.envs import ReturnToGo
+from dtd.goals import ReturnToGo
 from dtd.policy import Policy
 
 
@@ -112,7 +112,7 @@ def run_dir(tiny_runs):
 
 def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
     import dtd
-    from dtd.evaluation.envs import make_env
+    from dtd.envs import make_env
     from dtd.evaluation.rollout import evaluate
     from dtd.runs import load_run
 

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from dtd.data.loaders import load_dataset
 from dtd.data.sampler import SequenceSampler
 from dtd.errors import DtdError
-from dtd.evaluation import goals
-from dtd.evaluation.envs import make_env
+from dtd import goals
+from dtd.envs import make_env
 from dtd.paths import check_output_dir, check_output_file
 from dtd.policy import Policy, goal_for_run
 from dtd.runs import RunInfo, load_critic, load_run

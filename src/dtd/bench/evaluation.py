@@ -63,7 +63,7 @@ def bench_inference(cfg: BenchConfig, preset: str = "dtd", ceiling_gflops: float
 
 def bench_env_steps(cfg: BenchConfig, n: int, steps: int = 200) -> dict:
     """The limit evaluation approaches: a vector env of n stepped with random actions, no model."""
-    from dtd.evaluation.envs import make_vector_env
+    from dtd.envs import make_vector_env
 
     env = make_vector_env(cfg.env_id, n)
     try:

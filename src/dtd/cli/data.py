@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from dtd.data.loaders import EMBEDDED_DATASET, check_env_compat, load_dataset
+    from dtd.data.loaders import EMBEDDED_DATASET, load_dataset
+    from dtd.envs import check_env_compat
 
     ds = load_dataset(args.source or EMBEDDED_DATASET, download=args.download)
     if args.env:

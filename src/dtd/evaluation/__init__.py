@@ -5,7 +5,7 @@ recorded settings; ``evaluate_reference`` is the naive one-episode-at-a-time pat
 Goal signals are ``GoalFn`` objects (``ReturnToGo`` here, value and maze goals in ``goals``).
 """
 
-from dtd.evaluation.envs import TARGET_RETURNS, GoalFn, ReturnToGo, make_env, make_vector_env, target_returns
+from dtd.evaluation.settings import TARGET_RETURNS, target_returns
 from dtd.evaluation.rollout import evaluate, evaluate_reference, evaluate_run, format_table
 
 __all__ = ["TARGET_RETURNS", "GoalFn", "ReturnToGo", "make_env", "make_vector_env", "target_returns",

@@ -38,8 +38,9 @@ import numpy as np
 
 from dtd.data.refscores import normalize, ref_scores
 from dtd.errors import DtdError
-from dtd.evaluation.envs import DEFAULT_VECTOR, GoalFn, ReturnToGo, make_env, make_vector_env, target_returns
-from dtd.evaluation.goals import make_goal_fn
+from dtd.envs import DEFAULT_VECTOR, make_env, make_vector_env
+from dtd.evaluation.settings import target_returns
+from dtd.goals import GoalFn, ReturnToGo, make_goal_fn
 from dtd.runs import RunInfo, load_critic
 
 

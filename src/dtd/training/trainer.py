@@ -85,10 +85,11 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
     import torch
     from tqdm.auto import tqdm
 
-    from dtd.data.loaders import check_env_compat, load_dataset
+    from dtd.data.loaders import load_dataset
+    from dtd.envs import check_env_compat
     from dtd.data.sampler import SequenceSampler
     from dtd.device import resolve_device
-    from dtd.evaluation import goals
+    from dtd import goals
     from dtd.models import build_model
     from dtd.training.probe import probe_batch, shuffle_probe
     from dtd.training.schedule import make_optimizer, make_scheduler
@@ -122,7 +123,7 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
             state_mean, state_std = dataset.state_stats()
         else:
             state_mean, state_std = ckpt.info.state_mean, ckpt.info.state_std
-        # maze / IQL value goals: per-step tokens written into the episodes (dtd.evaluation.goals)
+        # maze / IQL value goals: per-step tokens written into the episodes (dtd.goals)
         critic = runs.load_critic(cfg.critic, device) if cfg.goal == "iql" else None
         dataset = goals.with_goals(dataset, cfg.goal, state_mean, state_std, critic)
         goal_fn = goals.make_goal_fn(cfg.goal, state_mean, state_std, critic)  # None: return-to-go
