@@ -13,7 +13,7 @@ from dtd.errors import DtdError
 from dtd.envs import make_env, make_vector_env
 from dtd.evaluation.settings import target_returns
 from dtd.goals import ReturnToGo
-from dtd.evaluation.rollout import evaluate, evaluate_reference
+from dtd.evaluation import EvalSettings, evaluate, evaluate_reference
 from dtd.models import build_model
 
 TINY = dict(hidden_size=16, n_layer=1, ff_dim=32, join_ff_dim=32, dropout=0.0)
@@ -79,7 +79,7 @@ def test_env_lookup():
 
 
 def test_evaluate_real_hopper_episodes():
-    result = evaluate(tiny_dtd(), "Hopper-v5", [3600, 1800], **settings())
+    result = evaluate(tiny_dtd(), EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **settings()))
     assert set(result["targets"]) == {"3600", "1800"}
     for key, t in result["targets"].items():
         returns, lengths = np.array(t["returns"]), np.array(t["lengths"])
@@ -102,8 +102,8 @@ def test_batched_equals_reference():
     # action is rounded to float32 for the env, leaving only the bookkeeping under test.
     model = tiny_dtd(torch.float64)
     kw = settings(max_steps=120)
-    batched = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
-    naive = evaluate_reference(model, "Hopper-v5", [3600, 1800], **kw)
+    batched = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
+    naive = evaluate_reference(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
     lengths = []
     for key in ("3600", "1800"):
         assert batched["targets"][key]["returns"] == naive["targets"][key]["returns"]
@@ -131,7 +131,7 @@ class Recording(ReturnToGo):
 def test_all_targets_in_one_rollout(monkeypatch):
     """Targets x episodes run as one vector env, and each target's episodes are exactly those of a batch
     of its own (today's per-target rollout) and of the one-at-a-time reference, in float32."""
-    import dtd.evaluation.rollout as rollout
+    import dtd.evaluation.evaluator as evaluator
 
     made = []
 
@@ -140,14 +140,14 @@ def test_all_targets_in_one_rollout(monkeypatch):
         return make_vector_env(env_id, num_envs, *args, **kw)
 
     model, kw = tiny_dtd(), settings(episodes=3, max_steps=80)
-    monkeypatch.setattr(rollout, "make_vector_env", spy)
+    monkeypatch.setattr(evaluator, "make_vector_env", spy)
     goal = Recording()
-    together = evaluate(model, "Hopper-v5", [3600, 1800], goal_fn=goal, **kw)
+    together = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], goal_fn=goal, **kw))
     assert made == [6]  # one rollout of 2 targets x 3 episodes
     assert goal.reset_rows == [(3600.0, 3), (1800.0, 3)] and set(goal.update_rows) == {3}  # a call per target
-    alone = {key: evaluate(model, "Hopper-v5", [float(key)], **kw)["targets"][key] for key in ("3600", "1800")}
+    alone = {key: evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[float(key)], **kw))["targets"][key] for key in ("3600", "1800")}
     assert made == [6, 3, 3]
-    naive = evaluate_reference(model, "Hopper-v5", [3600, 1800], **kw)
+    naive = evaluate_reference(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
     lengths = []
     for key in ("3600", "1800"):
         t = together["targets"][key]
@@ -163,8 +163,8 @@ def test_workers_equal_one_process():
     returns, lengths and order as one process."""
     model = tiny_dtd(torch.float64)
     kw = settings(episodes=5, max_steps=60)
-    one = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
-    three = evaluate(model, "Hopper-v5", [3600, 1800], workers=3, **kw)  # 10 episodes: 3 + 4 + 3
+    one = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
+    three = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], workers=3, **kw))  # 10 episodes: 3 + 4 + 3
     assert three["workers"] == 3 and one["workers"] == 1
     for key in ("3600", "1800"):
         assert three["targets"][key]["returns"] == one["targets"][key]["returns"]
@@ -178,11 +178,11 @@ def test_worker_failure_is_one_error():
             raise RuntimeError("boom")
 
     with pytest.raises(DtdError, match="evaluation worker .*RuntimeError: boom"):
-        evaluate(Broken(), "Hopper-v5", [3600], workers=2, **settings(episodes=2))
+        evaluate(Broken(), EvalSettings(env_id="Hopper-v5", targets=[3600], workers=2, **settings(episodes=2)))
     with pytest.raises(DtdError, match="workers must be >= 1"):
-        evaluate(tiny_dtd(), "Hopper-v5", [3600], workers=0, **settings())
+        evaluate(tiny_dtd(), EvalSettings(env_id="Hopper-v5", targets=[3600], workers=0, **settings()))
     with pytest.raises(DtdError, match="no target returns"):
-        evaluate(tiny_dtd(), "Hopper-v5", [], **settings())
+        evaluate(tiny_dtd(), EvalSettings(env_id="Hopper-v5", targets=[], **settings()))
 
 
 def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
@@ -196,8 +196,8 @@ def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
             return goal
 
     model = tiny_dtd(torch.float64)
-    delayed = evaluate(model, "Hopper-v5", [3600], delayed=True, **settings(episodes=2))
-    plugged = evaluate(model, "Hopper-v5", [3600], goal_fn=Constant(), **settings(episodes=2))
+    delayed = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600], delayed=True, **settings(episodes=2)))
+    plugged = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600], goal_fn=Constant(), **settings(episodes=2)))
     assert delayed["targets"]["3600"]["returns"] == plugged["targets"]["3600"]["returns"]
 
 

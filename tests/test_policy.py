@@ -113,7 +113,7 @@ def run_dir(tiny_runs):
 def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
     import dtd
     from dtd.envs import make_env
-    from dtd.evaluation.rollout import evaluate
+    from dtd.evaluation import EvalSettings, evaluate
     from dtd.runs import load_run
 
     env = make_env("Hopper-v5", max_episode_steps=25)
@@ -124,9 +124,9 @@ def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
         obs, reward, term, trunc, _ = env.step(policy.act(obs, reward))
         done, total = term or trunc, total + reward
     model, info = load_run(run_dir)
-    out = evaluate(model, "Hopper-v5", [1800.0], episodes=1, seed=7, state_mean=info.state_mean,
+    out = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[1800.0], episodes=1, seed=7, state_mean=info.state_mean,
                    state_std=info.state_std, reward_scale=info.reward_scale, context_len=4,
-                   max_steps=25, batched=False, progress=False)
+                   max_steps=25, batched=False, progress=False))
     assert total == pytest.approx(out["targets"]["1800"]["returns"][0], abs=1e-6)
 
 

@@ -23,8 +23,7 @@ import numpy as np
 
 from dtd.device import resolve_device
 from dtd.errors import DtdError
-from dtd.evaluation.settings import target_returns
-from dtd.evaluation.rollout import run_goal
+from dtd.evaluation.settings import run_goal, target_returns
 from dtd.runs import RunInfo, load_run
 
 

@@ -36,7 +36,7 @@ from dtd.data.sampler import SequenceSampler
 from dtd.errors import DtdError
 from dtd import goals
 from dtd.envs import make_env
-from dtd.paths import check_output_dir, check_output_file
+from dtd.paths import check_output_dir, check_output_file, write_text_atomic
 from dtd.policy import Policy, goal_for_run
 from dtd.runs import RunInfo, load_critic, load_run
 
@@ -244,7 +244,7 @@ def write_scores_csv(ws: WindowScores, path: Path) -> None:
     rows = ["window,length," + ",".join(SCORE_NAMES)]
     for i, (n, s) in enumerate(zip(ws.lengths, ws.scores)):
         rows.append(f"{i},{int(n)}," + ",".join(f"{v:.6g}" for v in s))
-    _atomic_text(path, "\n".join(rows) + "\n")
+    write_text_atomic(path, "\n".join(rows) + "\n")
 
 
 def plot_heatmaps(summaries: Sequence[dict[str, Any]], path: Path, titles: Sequence[str] | None = None) -> None:
@@ -303,19 +303,9 @@ def write_outputs(ws: WindowScores, summary: dict[str, Any], out_dir: Path) -> d
     paths = check_outputs(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_scores_csv(ws, paths["csv"])
-    _atomic_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
     plot_heatmaps([summary], paths["heatmap"])
     return paths
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
     """
     import torch
 
-    from dtd.evaluation.rollout import evaluate, evaluate_run
+    from dtd.evaluation import EvalSettings, evaluate, evaluate_run
 
     target = 3600.0
     if cfg.run:
@@ -109,19 +109,19 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
         target = float((info.config.eval_targets or [target])[0])
 
         def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
-            return evaluate_run(model, info, episodes=n, targets=[target], seed=0, progress=False, device=cfg.device,
+            return evaluate_run(model, info, cfg.device, episodes=n, targets=[target], seed=0, progress=False,
                                 batched=batched, max_steps=cfg.eval_max_steps, workers=workers,
                                 vector=vector)  # fmt: skip
     else:
         torch.manual_seed(0)
         model, env_id = build_preset(cfg, preset).eval(), cfg.env_id
-        common = dict(targets=[target], seed=0, state_mean=np.zeros(cfg.state_dim, np.float32),
-                      state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
-                      max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False,
-                      device=cfg.device)  # fmt: skip
+        common = EvalSettings(env_id=env_id, targets=[target], seed=0, state_mean=np.zeros(cfg.state_dim, np.float32),
+                              state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
+                              max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False,
+                              device=cfg.device)  # fmt: skip
 
         def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
-            return evaluate(model, env_id, episodes=n, batched=batched, workers=workers, vector=vector, **common)
+            return evaluate(model, common.replace(episodes=n, batched=batched, workers=workers, vector=vector))
 
     key = f"{target:g}"
 

@@ -16,12 +16,12 @@ def register(sub) -> None:
         "train",
         help="train a model (default: DTd on the embedded Hopper dataset, < 10 min on a 2-core CPU)",
         description="Train DTd / DT / BC. Fields come from the dataclass defaults (the main job), then --config "
-                    "(a preset name from configs/ or a YAML path), then --<field> VALUE overrides. Under "
+                    "(a preset name from dtd/presets/ or a YAML path), then --<field> VALUE overrides. Under "
                     "torchrun every process trains with batch_size, so the effective batch is "
                     "batch_size x world size.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see configs/README.md) or YAML file")
+    p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see dtd/presets/README.md) or YAML file")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
                                                        "(only --steps, --device, --threads, --max_minutes may change)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")

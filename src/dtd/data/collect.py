@@ -8,13 +8,9 @@ zoo agents were pickled with the old `gym` package) or uniform random actions.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import shutil
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -22,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from dtd.data import refscores
-from dtd.data.minari_io import dataset_destination, write_dataset
+from dtd.data.minari_io import check_collect_args, dataset_destination, write_dataset
 from dtd.envs import check_env_id
 from dtd.errors import DtdError
 
@@ -156,12 +152,7 @@ def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path
     """
     import gymnasium as gym
 
-    if steps < 1:
-        raise DtdError(f"--steps: must be >= 1, got {steps}")
-    if not noise >= 0 or not math.isfinite(noise):  # also refuses nan
-        raise DtdError(f"--noise: must be >= 0, got {noise}")
-    if seed < 0:
-        raise DtdError(f"--seed: must be >= 0, got {seed}")
+    check_collect_args(steps, noise, seed)
     dataset_id = dataset_id or f"dtd/{refscores.env_key(env_id) or 'env'}/collected-v0"
     dest = dataset_destination(dataset_id, out)
     if ref_min is None and ref_max is None and refscores.ref_scores(env_id):

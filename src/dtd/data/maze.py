@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from dtd.data.episodes import Episode, EpisodeDataset
-from dtd.data.minari_io import dataset_destination, write_dataset
+from dtd.data.minari_io import check_collect_args, dataset_destination, write_dataset
 from dtd.envs import LAYOUTS, make_maze_env, maze_env_id
-from dtd.errors import DtdError
 
 TEMP_PREFIX = ".dtd-collect-maze-"  # + <pid>-<random>: the temporary Minari root next to the destination
 
@@ -104,15 +103,10 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
     from minari.data_collector import EpisodeBuffer
     from tqdm import tqdm
 
-    if steps < 1:
-        raise DtdError(f"collect-maze: --steps must be >= 1, got {steps}")
-    if not noise >= 0 or not np.isfinite(noise):  # also refuses nan
-        raise DtdError(f"collect-maze: --noise must be >= 0, got {noise}")
-    if seed < 0:
-        raise DtdError(f"collect-maze: --seed must be >= 0, got {seed}")
+    check_collect_args(steps, noise, seed, "collect-maze: --{} must be {}, got {}")
     env_id = maze_env_id(layout, "point")
     dataset_id = dataset_id or f"dtd/pointmaze-{layout}/planner-v0"
-    dest = dataset_destination(dataset_id, out, "collect-maze: ")  # now, not after the rollout
+    dest = dataset_destination(dataset_id, out, "collect-maze: ", "{} already exists")  # before the rollout
 
     env = make_maze_env(env_id, episodic=False)
     controller = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)

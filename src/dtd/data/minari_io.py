@@ -34,10 +34,21 @@ def minari_root(root: Path):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def dataset_destination(dataset_id: str, out: str | Path | None, what: str = "") -> Path:
+def check_collect_args(steps: int, noise: float, seed: int, message: str = "--{}: must be {}, got {}") -> None:
+    """The collectors' common arguments, before any work; `message`.format(flag, rule, value) is the error."""
+    if steps < 1:
+        raise DtdError(message.format("steps", ">= 1", steps))
+    if not noise >= 0 or not np.isfinite(noise):  # also refuses nan
+        raise DtdError(message.format("noise", ">= 0", noise))
+    if seed < 0:
+        raise DtdError(message.format("seed", ">= 0", seed))
+
+
+def dataset_destination(dataset_id: str, out: str | Path | None, what: str = "",
+                        exists: str = "{}: already exists") -> Path:
     """The folder a new dataset goes to: `out`, else <Minari root>/<dataset_id>; must not exist yet,
     and its parent must be creatable and writable (checked now, before the rollout). `what` prefixes
-    the error messages (e.g. "collect-maze: ")."""
+    the error messages (e.g. "collect-maze: "), `exists`.format(dest) starts the one for an existing folder."""
     from minari.dataset.minari_dataset import parse_dataset_id
     from minari.storage.datasets_root_dir import get_dataset_path
 
@@ -50,7 +61,7 @@ def dataset_destination(dataset_id: str, out: str | Path | None, what: str = "")
     dest = Path(get_dataset_path(dataset_id)) if out is None else Path(out).expanduser()
     dest = dest.resolve()  # Minari needs an absolute root
     if dest.exists() or dest.is_symlink():
-        raise DtdError(f"{what}{dest}: already exists; remove it or choose another --out/--dataset-id")
+        raise DtdError(f"{what}{exists.format(dest)}; remove it or choose another --out/--dataset-id")
     check_output_dir(dest.parent, f"{what}dataset destination")
     return dest
 

@@ -15,18 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from dtd import paths, runs
-from dtd.config import IQLConfig, check_iql_config
+from dtd.config import IQLConfig, check_iql_config, save_yaml
 from dtd.data.loaders import load_dataset
 from dtd.device import activate, resolve_device
 from dtd.errors import DtdError
@@ -76,7 +73,7 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
     """Train IQL on cfg.dataset into cfg.out_dir/run_name; returns the run folder."""
     check_iql_config(cfg)
     device = resolve_device(cfg.device)
-    name = cfg.run_name or f"iql-{Path(cfg.dataset.replace('/', '-')).stem}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.run_name or paths.auto_run_name("iql", cfg.dataset, cfg.seed)
     hint = "use --force to overwrite it"
     paths.check_run_target(cfg.out_dir, name, force, hint)  # before any work; created only after loading
     activate(device)
@@ -114,9 +111,7 @@ def _train_loop(cfg: IQLConfig, run_dir: Path, model, opts: dict, tensors: dict,
                 net_cfg, progress: bool) -> None:
     """The IQL steps, logs and checkpoints of train_iql, inside its run folder."""
     device = next(model.parameters()).device
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    os.replace(tmp, run_dir / paths.CONFIG_FILE)
+    save_yaml(cfg, run_dir / paths.CONFIG_FILE)
     metrics = open(run_dir / "metrics.jsonl", "a")
     tb = SummaryWriter(str(run_dir / "tb"))
 

@@ -2,7 +2,7 @@
 
 data (SequenceSampler) -> model (build_model) -> masked MSE on the valid actions (+ waypoint loss)
 -> AdamW with the spec's warm-up/decay schedule and gradient clipping -> metrics.jsonl, TensorBoard,
-periodic evaluation in the simulator (dtd.evaluation.rollout.evaluate) and atomic checkpoints.
+periodic evaluation in the simulator (dtd.evaluation.evaluate) and atomic checkpoints (dtd.runs).
 
 Resuming restores model, optimiser, scheduler and every RNG (python, numpy, torch, each rank's
 sampler) from the last checkpoint, so an interrupted-then-resumed run ends with exactly the weights
@@ -24,11 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from dtd import paths, runs
+from dtd import goals, paths, runs
 from dtd.config import TrainConfig, save_yaml
+from dtd.data.loaders import load_dataset
+from dtd.data.sampler import SequenceSampler
+from dtd.device import resolve_device
+from dtd.envs import check_env_compat
 from dtd.errors import DtdError
+from dtd.evaluation import EvalSettings, evaluate
+from dtd.models import build_model
 from dtd.runs import Checkpoint, RunInfo
 from dtd.training import ddp, rng
+from dtd.training.probe import probe_batch, shuffle_probe
+from dtd.training.schedule import make_optimizer, make_scheduler
 
 METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
@@ -85,19 +93,10 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
     import torch
     from tqdm.auto import tqdm
 
-    from dtd.data.loaders import load_dataset
-    from dtd.envs import check_env_compat
-    from dtd.data.sampler import SequenceSampler
-    from dtd.device import resolve_device
-    from dtd import goals
-    from dtd.models import build_model
-    from dtd.training.probe import probe_batch, shuffle_probe
-    from dtd.training.schedule import make_optimizer, make_scheduler
-
     cfg.check_ranges()
     resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp_world() > 1 else None)
     if ckpt is None:  # where the run goes: checked (not created) before any work
-        name = cfg.run_name or _auto_name(cfg)
+        name = cfg.run_name or paths.auto_run_name(cfg.preset or cfg.model, cfg.dataset, cfg.seed)
         paths.check_run_target(cfg.out_dir, name, force, _exists_hint(Path(cfg.out_dir) / name))
         cfg.run_name = name
     else:
@@ -308,30 +307,19 @@ def _exists_hint(path: Path) -> str:
     return f"use --resume {path} to continue it, or --force to overwrite"
 
 
-def _auto_name(cfg: TrainConfig) -> str:
-    """<preset or model>-<dataset>-s<seed>-<timestamp>: unique, so repeated runs never collide."""
-    what = (cfg.preset or cfg.model).replace("/", "-")
-    data = cfg.dataset.replace("embedded:", "embedded-").replace("/", "-").replace("+", "_")
-    data = Path(data).stem if os.sep in cfg.dataset else data
-    return f"{what}-{data}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def _evaluate(model, cfg: TrainConfig, state_mean, state_std, ref_scores, goal_fn, device: str, progress: bool) -> dict:
     """Simulator episodes for every target in one batched rollout, without touching the training RNG."""
-    from dtd.evaluation.rollout import evaluate
-
     was_training = model.training
     model.eval()
     try:
         with rng.preserved_rng():
-            return evaluate(
-                model, cfg.env_id, cfg.eval_targets or None, episodes=cfg.eval_episodes, seed=cfg.seed,
+            return evaluate(model, EvalSettings(
+                env_id=cfg.env_id, targets=cfg.eval_targets or None, episodes=cfg.eval_episodes, seed=cfg.seed,
                 state_mean=state_mean, state_std=state_std, reward_scale=cfg.reward_scale,
                 context_len=cfg.context_len, max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps or None,
-                delayed=cfg.delayed, device=device, ref_min=(ref_scores or (None, None))[0], ref_max=(ref_scores or (None, None))[1],
-                goal_fn=goal_fn, progress=progress,
+                delayed=cfg.delayed, device=device, ref_scores=ref_scores, goal_fn=goal_fn, progress=progress,
                 workers=cfg.eval_workers if device == "cpu" else 1,
-            )  # fmt: skip
+            ))  # fmt: skip
     finally:
         model.train(was_training)
 
@@ -352,9 +340,7 @@ def _eval_summary(result: TrainResult, cfg: TrainConfig) -> dict:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    paths.write_text_atomic(path, json.dumps(data, indent=1))
 
 
 class _Logger:
@@ -373,9 +359,7 @@ class _Logger:
         self.path = run_dir / METRICS
         if start and self.path.is_file():
             kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _line_step(ln) <= start]
-            tmp = self.path.with_name(METRICS + ".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, self.path)
+            paths.write_text_atomic(self.path, "".join(ln + "\n" for ln in kept))
         self.file = open(self.path, "a")
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
 
