@@ -66,7 +66,7 @@ class Run:
     seed: int
     curve: dict[int, float]  # samples seen -> best-target score
     last: float
-    commit: str  # the last commit that changed src/ or configs/ when it started (older records: HEAD)
+    commit: str  # the last commit that changed src/ (presets included) when it started (older records: HEAD)
     wall_seconds: float
     train_seconds: float  # from the logged throughput: training only, every segment of a resumed run
     samples_per_s: float  # median of the logged intervals
@@ -338,7 +338,7 @@ def compute_table(rec: Records) -> str:
     stale = [j.name for j in expected if j.name in rec.args and rec.args[j.name] != list(j.args)]
     lines = [f"Progress: {have} of {len(expected)} jobs of experiments/study.py have a record."
              + (f" {resumed} run(s) were resumed after an interruption (wall time: last segment only)." if resumed else ""),
-             "Code (the last commit changing src/ or configs/ when each job started; records): " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
+             "Code (the last commit changing src/ (presets included) when each job started; records): " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
     if stale:
         lines.append(f"**{len(stale)} record(s) were made with other arguments than experiments/study.py gives "
                      f"now** (they are in the tables): {', '.join(stale)}.")

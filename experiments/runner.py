@@ -66,10 +66,10 @@ def commit() -> str:
 
 
 def code_commit() -> str:
-    """The last commit that changed what a run trains (src/, configs/), '+dirty' if they differ from it: unlike
+    """The last commit that changed what a run trains (src/, presets included), '+dirty' if they differ from it: unlike
     HEAD it stays put while --commit-records adds record commits, so runs of the same code name one commit."""
-    last = _git("log", "-1", "--format=%H", "--", "src", "configs") or "unknown"
-    return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src", "configs") else "")
+    last = _git("log", "-1", "--format=%H", "--", "src") or "unknown"
+    return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
 
 def version() -> dict[str, str]:
@@ -98,7 +98,7 @@ def save_record(job: Job, run_dir: Path | None, records: Path, started: float, c
                 segments: list[dict] | None = None, write: Callable[[Path], list[str]] | None = None) -> Path:
     """Copy the run's small files (or let `write` make them) into records/<name>/, written under a
     temporary name then renamed, so a record is complete or absent. `commit` is the commit the job
-    started at (`code`: the last commit that changed src/ or configs/ then); `segments` lists every start (one per resume) when there was more than one; wall time
+    started at (`code`: the last commit that changed src/ then); `segments` lists every start (one per resume) when there was more than one; wall time
     runs from `started` (the last start) to now."""
     final = records / job.name
     tmp = records / f".{job.name}.tmp"

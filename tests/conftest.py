@@ -28,7 +28,7 @@ def shared_datasets(shared_dir: Path) -> Path:
 def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     """Run folders of a tiny DT and DTd (K=4, H=16) trained 3 steps on the embedded dataset, shared by the
     attention, export and Policy tests: real checkpoints through the training API, in seconds."""
-    from dtd.training.config import TrainConfig
+    from dtd.config import TrainConfig
     from dtd.training.trainer import train
 
     root = tmp_path_factory.mktemp("tiny_runs")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from dtd.errors import DtdError
-from dtd.training.config import CONFIGS_DIR, TrainConfig, load_config
+from dtd.config import PRESETS_DIR, TrainConfig, load_config
 from dtd.training.schedule import lr_factor
 
 
@@ -61,7 +61,7 @@ def test_preset_inheritance_and_overrides():
 
 
 def test_every_preset_loads():
-    names = [p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob("*.yaml")]
+    names = [p.relative_to(PRESETS_DIR).with_suffix("").as_posix() for p in PRESETS_DIR.rglob("*.yaml")]
     assert len(names) > 40
     for name in names:
         load_config(name)
@@ -92,7 +92,7 @@ def test_yaml_errors_name_file_and_field(tmp_path):
 def test_cli_overrides_are_typed():
     import argparse
 
-    from dtd.training.config import add_config_arguments, overrides_from_args
+    from dtd.config import add_config_arguments, overrides_from_args
 
     p = argparse.ArgumentParser()
     add_config_arguments(p)
@@ -121,7 +121,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_out_of_range_values_are_refused():
     TrainConfig().check_ranges()  # the defaults, and every preset, are in range
-    for path in CONFIGS_DIR.rglob("*.yaml"):
+    for path in PRESETS_DIR.rglob("*.yaml"):
         load_config(str(path)).check_ranges()
     for field, value, rule in [("steps", -1, ">= 1"), ("lr", float("nan"), "> 0"), ("pct_traj", 0.0, r"in \(0, 1\]"),
                                ("dropout", 1.0, r"in \[0, 1\)"), ("batch_size", 0, ">= 1"),

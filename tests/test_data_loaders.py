@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dtd.cli import main
-from dtd.data import EMBEDDED_DATASET, check_env_compat, load_dataset
+from dtd.data import EMBEDDED_DATASET, load_dataset
+from dtd.envs import check_env_compat
 from dtd.data.collect import collect
 from dtd.errors import DtdError
 

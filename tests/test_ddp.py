@@ -15,7 +15,7 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
-    from dtd.training.config import TrainConfig
+    from dtd.config import TrainConfig
     from dtd.training.trainer import train
 
     cfg = TrainConfig(dataset=data, hidden_size=16, n_layer=1, context_len=5, max_ep_len=64, batch_size=4,

@@ -102,7 +102,7 @@ def test_resolve_device_strings(monkeypatch):
 
 @pytest.mark.parametrize("spec, want", [("auto", "cuda:0"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1")])
 def test_train_on_a_mocked_gpu(spec, want, monkeypatch, tmp_path):
-    from dtd.training.config import TrainConfig
+    from dtd.config import TrainConfig
     from dtd.training.trainer import train
 
     gpu = FakeGPU(monkeypatch, count=2, current=0)
@@ -130,16 +130,16 @@ def test_ddp_rank_takes_its_local_rank(monkeypatch):
 
 def test_eval_attention_bench_iql_on_a_mocked_gpu(tiny_runs, monkeypatch, tmp_path, capsys):
     import dtd.bench
-    import dtd.evaluation.rollout as rollout
+    import dtd.evaluation as evaluation
 
     gpu = FakeGPU(monkeypatch, count=1, current=0)
     seen = {}
 
-    def fake_evaluate_run(model, ckpt, **kw):  # the rollout itself needs a real GPU
-        seen["eval"] = (kw["device"], next(model.parameters()).device.type)
+    def fake_evaluate_run(model, info, device, **kw):  # the rollout itself needs a real GPU
+        seen["eval"] = (device, next(model.parameters()).device.type)
         return {"env_id": "Hopper-v5", "episodes": 1, "seed": 0, "targets": {}}
 
-    monkeypatch.setattr(rollout, "evaluate_run", fake_evaluate_run)
+    monkeypatch.setattr(evaluation, "evaluate_run", fake_evaluate_run)
     run = tmp_path / "run"
     import shutil
 

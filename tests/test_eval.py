@@ -1,6 +1,7 @@
 """Evaluation: return-to-go arithmetic, env lookup, real Hopper-v5 rollouts, batched == naive, `dtd eval`."""
 
 import json
+import warnings
 from dataclasses import asdict
 
 import numpy as np
@@ -9,8 +10,10 @@ import torch
 
 from dtd.cli import main
 from dtd.errors import DtdError
-from dtd.evaluation.envs import ReturnToGo, make_env, make_vector_env, target_returns
-from dtd.evaluation.rollout import evaluate, evaluate_reference
+from dtd.envs import make_env, make_vector_env
+from dtd.evaluation.settings import target_returns
+from dtd.goals import ReturnToGo
+from dtd.evaluation import EvalSettings, evaluate, evaluate_reference
 from dtd.models import build_model
 
 TINY = dict(hidden_size=16, n_layer=1, ff_dim=32, join_ff_dim=32, dropout=0.0)
@@ -76,7 +79,7 @@ def test_env_lookup():
 
 
 def test_evaluate_real_hopper_episodes():
-    result = evaluate(tiny_dtd(), "Hopper-v5", [3600, 1800], **settings())
+    result = evaluate(tiny_dtd(), EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **settings()))
     assert set(result["targets"]) == {"3600", "1800"}
     for key, t in result["targets"].items():
         returns, lengths = np.array(t["returns"]), np.array(t["lengths"])
@@ -99,8 +102,8 @@ def test_batched_equals_reference():
     # action is rounded to float32 for the env, leaving only the bookkeeping under test.
     model = tiny_dtd(torch.float64)
     kw = settings(max_steps=120)
-    batched = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
-    naive = evaluate_reference(model, "Hopper-v5", [3600, 1800], **kw)
+    batched = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
+    naive = evaluate_reference(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
     lengths = []
     for key in ("3600", "1800"):
         assert batched["targets"][key]["returns"] == naive["targets"][key]["returns"]
@@ -128,7 +131,7 @@ class Recording(ReturnToGo):
 def test_all_targets_in_one_rollout(monkeypatch):
     """Targets x episodes run as one vector env, and each target's episodes are exactly those of a batch
     of its own (today's per-target rollout) and of the one-at-a-time reference, in float32."""
-    import dtd.evaluation.rollout as rollout
+    import dtd.evaluation.evaluator as evaluator
 
     made = []
 
@@ -137,14 +140,14 @@ def test_all_targets_in_one_rollout(monkeypatch):
         return make_vector_env(env_id, num_envs, *args, **kw)
 
     model, kw = tiny_dtd(), settings(episodes=3, max_steps=80)
-    monkeypatch.setattr(rollout, "make_vector_env", spy)
+    monkeypatch.setattr(evaluator, "make_vector_env", spy)
     goal = Recording()
-    together = evaluate(model, "Hopper-v5", [3600, 1800], goal_fn=goal, **kw)
+    together = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], goal_fn=goal, **kw))
     assert made == [6]  # one rollout of 2 targets x 3 episodes
     assert goal.reset_rows == [(3600.0, 3), (1800.0, 3)] and set(goal.update_rows) == {3}  # a call per target
-    alone = {key: evaluate(model, "Hopper-v5", [float(key)], **kw)["targets"][key] for key in ("3600", "1800")}
+    alone = {key: evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[float(key)], **kw))["targets"][key] for key in ("3600", "1800")}
     assert made == [6, 3, 3]
-    naive = evaluate_reference(model, "Hopper-v5", [3600, 1800], **kw)
+    naive = evaluate_reference(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
     lengths = []
     for key in ("3600", "1800"):
         t = together["targets"][key]
@@ -160,8 +163,8 @@ def test_workers_equal_one_process():
     returns, lengths and order as one process."""
     model = tiny_dtd(torch.float64)
     kw = settings(episodes=5, max_steps=60)
-    one = evaluate(model, "Hopper-v5", [3600, 1800], **kw)
-    three = evaluate(model, "Hopper-v5", [3600, 1800], workers=3, **kw)  # 10 episodes: 3 + 4 + 3
+    one = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], **kw))
+    three = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600, 1800], workers=3, **kw))  # 10 episodes: 3 + 4 + 3
     assert three["workers"] == 3 and one["workers"] == 1
     for key in ("3600", "1800"):
         assert three["targets"][key]["returns"] == one["targets"][key]["returns"]
@@ -175,11 +178,11 @@ def test_worker_failure_is_one_error():
             raise RuntimeError("boom")
 
     with pytest.raises(DtdError, match="evaluation worker .*RuntimeError: boom"):
-        evaluate(Broken(), "Hopper-v5", [3600], workers=2, **settings(episodes=2))
+        evaluate(Broken(), EvalSettings(env_id="Hopper-v5", targets=[3600], workers=2, **settings(episodes=2)))
     with pytest.raises(DtdError, match="workers must be >= 1"):
-        evaluate(tiny_dtd(), "Hopper-v5", [3600], workers=0, **settings())
+        evaluate(tiny_dtd(), EvalSettings(env_id="Hopper-v5", targets=[3600], workers=0, **settings()))
     with pytest.raises(DtdError, match="no target returns"):
-        evaluate(tiny_dtd(), "Hopper-v5", [], **settings())
+        evaluate(tiny_dtd(), EvalSettings(env_id="Hopper-v5", targets=[], **settings()))
 
 
 def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
@@ -193,24 +196,37 @@ def test_delayed_keeps_the_goal_and_goal_fn_plugs_in():
             return goal
 
     model = tiny_dtd(torch.float64)
-    delayed = evaluate(model, "Hopper-v5", [3600], delayed=True, **settings(episodes=2))
-    plugged = evaluate(model, "Hopper-v5", [3600], goal_fn=Constant(), **settings(episodes=2))
+    delayed = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600], delayed=True, **settings(episodes=2)))
+    plugged = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[3600], goal_fn=Constant(), **settings(episodes=2)))
     assert delayed["targets"]["3600"]["returns"] == plugged["targets"]["3600"]["returns"]
 
 
-def test_dtd_eval_cli(tmp_path, capsys):
-    from dtd.training.checkpoint import save_checkpoint
+def _write_run(run, model, step=123, **run_fields):
+    """A run folder with one checkpoint written through the run record (what `dtd train` writes)."""
+    from dtd.config import TrainConfig
+    from dtd.runs import Checkpoint, RunInfo, save_checkpoint
 
+    cfg = TrainConfig(env_id="Hopper-v5", eval_episodes=2, eval_max_steps=15, context_len=4,
+                      dataset=str(run.parent / "gone"))  # a dataset that is not on this machine
+    fields = dict(env_id="Hopper-v5", ref_scores=(0.0, 1000.0), goal="rtg", dataset=cfg.dataset, step=step)
+    info = RunInfo("dtd", asdict(model.config), cfg, np.zeros(11, np.float32), np.ones(11, np.float32),
+                   **{**fields, **run_fields})
+    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
+    save_checkpoint(Checkpoint(info, model.state_dict()), run / "checkpoints" / f"{'last' if step == 123 else 'step_5'}.pt")
+
+
+def test_dtd_eval_cli(tmp_path, capsys, monkeypatch):
+    import dtd.data.loaders as loaders
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("dtd eval must not load the dataset")
+
+    monkeypatch.setattr(loaders, "load_dataset", unreachable)  # and the run's dataset path does not exist
     model = build_model("dtd", 11, 3, context_len=4, **TINY)
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
     (run / "eval.json").write_text('{"keep": true}')
-    config = {"env_id": "Hopper-v5", "eval_episodes": 2, "eval_max_steps": 15}
-    ckpt = dict(model=model.state_dict(), model_name="dtd", model_kwargs=asdict(model.config),
-                state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32), reward_scale=1000.0,
-                config=config, step=123, ref_min_score=0.0, ref_max_score=1000.0)  # fmt: skip
-    save_checkpoint(ckpt, run / "checkpoints" / "last.pt")
+    _write_run(run, model)
     assert main(["eval", str(run), "--targets", "1800", "--seed", "3"]) == 0
     result = json.loads((run / "eval-last.json").read_text())
     assert result["step"] == 123 and result["episodes"] == 2 and result["seed"] == 3
@@ -227,10 +243,34 @@ def test_dtd_eval_cli(tmp_path, capsys):
     assert main(["eval", str(run), "--targets", "nan"]) == 2
     assert "expected a finite number" in capsys.readouterr().err
     assert (run / "eval-last.json").read_text() == before  # nothing written
-    # no reference returns recorded and the dataset is not on this machine: D4RL's, with a warning
-    del ckpt["ref_min_score"], ckpt["ref_max_score"]
-    ckpt["config"] = {**config, "dataset": str(tmp_path / "gone")}
-    save_checkpoint(ckpt, run / "checkpoints" / "step_5.pt")
-    with pytest.warns(UserWarning, match="D4RL"):
+    # the dataset had no reference returns: D4RL's for the task, as during training
+    _write_run(run, model, step=5, ref_scores=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert main(["eval", str(run), "--checkpoint", "step_5", "--episodes", "1"]) == 0
+    assert not [w for w in caught if "D4RL" in str(w.message)]  # no failed dataset load to warn about
     assert json.loads((run / "eval-step_5.json").read_text())["ref_scores"] == list(REF)
+
+
+def test_dtd_eval_reads_a_dtd_0_1_checkpoint(tmp_path, capsys):
+    """A flat dtd 0.1 checkpoint: same model and settings; it never recorded reference returns, so
+    D4RL's are used with a warning (the dataset is not reloaded)."""
+    from dtd.runs import read_checkpoint
+
+    model = build_model("dtd", 11, 3, context_len=4, **TINY)
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("env_id: Hopper-v5\nseed: 0\n")
+    config = {"env_id": "Hopper-v5", "eval_episodes": 1, "eval_max_steps": 15, "dataset": str(tmp_path / "gone")}
+    old = dict(model=model.state_dict(), model_name="dtd", model_kwargs=asdict(model.config),
+               state_mean=np.zeros(11, np.float32), state_std=np.ones(11, np.float32), reward_scale=1000.0,
+               config=config, optimizer={}, scheduler={}, rng={}, rng_ranks=[{}], step=7, world_size=1)
+    torch.save(old, run / "checkpoints" / "last.pt")
+    info = read_checkpoint(run / "checkpoints" / "last.pt").info
+    assert (info.format, info.step, info.context_len, info.env_id, info.ref_scores) == (1, 7, 4, "Hopper-v5", None)
+    with pytest.warns(UserWarning, match="D4RL"):
+        assert main(["eval", str(run), "--targets", "1800"]) == 0
+    assert json.loads((run / "eval-last.json").read_text())["ref_scores"] == list(REF)
+    torch.save({"model": {}}, run / "checkpoints" / "last.pt")
+    assert main(["eval", str(run)]) == 2
+    assert "not a dtd checkpoint (missing model_name, model_kwargs, step)" in capsys.readouterr().err

@@ -12,7 +12,7 @@ TARGET = 3600.0
 
 def hopper_windows(run_dir, steps=9):
     """Drive Hopper-v5 with dtd.Policy; return the raw K-windows of every step and the policy's actions."""
-    from dtd.evaluation.envs import make_env
+    from dtd.envs import make_env
     from dtd.policy import Policy
 
     policy = Policy.load(run_dir, target=TARGET)
@@ -47,7 +47,7 @@ def test_exported_file_matches_pytorch_on_hopper(tiny_runs, tmp_path, model, fmt
     import torch
 
     from dtd.export import INPUT_NAMES, inference_module, load_exported
-    from dtd.training.checkpoint import load_run
+    from dtd.runs import load_run
 
     out = tmp_path / f"policy.{'pt' if fmt == 'torchscript' else 'onnx'}"
     assert main(["export", str(tiny_runs[model]), "--format", fmt, "--out", str(out)]) == 0
@@ -59,15 +59,15 @@ def test_exported_file_matches_pytorch_on_hopper(tiny_runs, tmp_path, model, fmt
     assert got.shape == (len(policy_actions), 3)
     assert meta["context_len"] == K and meta["obs_dim"] == 11 and meta["format"] == fmt
     # the model's own batched act() on the same windows, normalised outside
-    net, ckpt = load_run(tiny_runs[model])
-    states = (batch["observations"] - ckpt["state_mean"]) / ckpt["state_std"] * batch["mask"][..., None]
+    net, info = load_run(tiny_runs[model])
+    states = (batch["observations"] - info.state_mean) / info.state_std * batch["mask"][..., None]
     want = net.act(torch.as_tensor(states, dtype=torch.float32), torch.as_tensor(batch["actions"]),
-                   torch.as_tensor(batch["goals"] / ckpt["reward_scale"]), torch.as_tensor(batch["timesteps"]),
+                   torch.as_tensor(batch["goals"] / info.reward_scale), torch.as_tensor(batch["timesteps"]),
                    torch.as_tensor(batch["mask"].sum(1).astype(np.int64))).numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_allclose(got, policy_actions, atol=1e-5)  # and what dtd.Policy did in the env
     # the wrapper in PyTorch agrees too (the file is a faithful trace of it)
-    ref = inference_module(net, ckpt["state_mean"], ckpt["state_std"], meta["goal_scale"])
+    ref = inference_module(net, info.state_mean, info.state_std, meta["goal_scale"])
     np.testing.assert_allclose(ref(*[torch.as_tensor(x) for x in inputs]).detach().numpy(), want, atol=1e-5)
 
 

@@ -27,7 +27,7 @@ MODELS = {  # tiny sizes of every model; each keeps its own init, dropout and th
 
 def losses(model: str, out_dir: Path) -> list[float]:
     """The per-step training losses of a 20-step run on the embedded dataset (1 thread, seed 0)."""
-    from dtd.training.config import TrainConfig
+    from dtd.config import TrainConfig
     from dtd.training.trainer import train
 
     cfg = TrainConfig(model=model, steps=20, batch_size=8, context_len=4, lr=1e-3, warmup_steps=5, log_every=1,

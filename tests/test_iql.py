@@ -8,9 +8,11 @@ import torch
 
 from dtd.data.episodes import Episode, EpisodeDataset
 from dtd.errors import DtdError
-from dtd.evaluation.goals import ValueGoal, with_goals
+from dtd.goals import ValueGoal, with_goals
 from dtd.models.iql import IQL, IQLNetConfig, expectile_loss, scale_values
-from dtd.training.iql import IQLConfig, iql_losses, load_critic, train_iql, transitions
+from dtd.config import IQLConfig
+from dtd.runs import load_critic
+from dtd.training.iql import iql_losses, train_iql, transitions
 
 
 def test_expectile_loss_hand_computed():
@@ -67,9 +69,9 @@ def test_iql_steps_lower_losses():
 
 
 def test_train_iql_run_and_value_goal(tmp_path, monkeypatch):
-    import dtd.data.loaders as loaders
+    import dtd.training.iql as iql
 
-    monkeypatch.setattr(loaders, "load_dataset", lambda s, download=False: _chain_dataset())
+    monkeypatch.setattr(iql, "load_dataset", lambda s, download=False: _chain_dataset())
     cfg = IQLConfig(dataset="chain", steps=40, batch_size=16, hidden=16, log_every=20, out_dir=str(tmp_path),
                     run_name="iql")
     run = train_iql(cfg, progress=False)
@@ -91,7 +93,7 @@ def test_train_iql_run_and_value_goal(tmp_path, monkeypatch):
 
 def test_dt_and_dtd_train_with_iql_goal(tmp_path):
     from dtd.data.maze import collect_maze
-    from dtd.training.config import load_config
+    from dtd.config import load_config
     from dtd.training.trainer import train
 
     data = collect_maze("umaze", 300, seed=0, out=tmp_path / "umaze", progress=False)

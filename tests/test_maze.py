@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from dtd.data import load_dataset
-from dtd.data.maze import LAYOUTS, MazePlanner, WaypointController, collect_maze, make_maze_env, maze_env_id
+from dtd.data.maze import MazePlanner, WaypointController, collect_maze
+from dtd.envs import LAYOUTS, make_maze_env, maze_env_id
 from dtd.errors import DtdError
-from dtd.evaluation.goals import MazeGoal, maze_tokens, waypoint_targets, with_goals
+from dtd.goals import MazeGoal, maze_tokens, waypoint_targets, with_goals
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -92,7 +93,7 @@ def test_d4rl_antmaze_hdf5_goal_per_step(tmp_path):
 
 
 def test_train_and_evaluate_pointmaze_umaze(tmp_path):
-    from dtd.training.config import load_config
+    from dtd.config import load_config
     from dtd.training.trainer import train
 
     data = collect_maze("umaze", 400, seed=0, out=tmp_path / "umaze", progress=False)
@@ -109,10 +110,10 @@ def test_train_and_evaluate_pointmaze_umaze(tmp_path):
 
 
 def test_maze_and_iql_presets_load():
-    from dtd.training.config import CONFIGS_DIR, load_config
+    from dtd.config import PRESETS_DIR, load_config
 
-    names = [p.relative_to(CONFIGS_DIR).with_suffix("").as_posix()
-             for sub in ("maze", "iql") for p in sorted((CONFIGS_DIR / sub).glob("*.yaml")) if p.stem != "base"]
+    names = [p.relative_to(PRESETS_DIR).with_suffix("").as_posix()
+             for sub in ("maze", "iql") for p in sorted((PRESETS_DIR / sub).glob("*.yaml")) if p.stem != "base"]
     assert len(names) == 18 + 4
     for name in names:
         cfg = load_config(name)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dtd.errors import DtdError
-from dtd.evaluation.envs import ReturnToGo
+from dtd.goals import ReturnToGo
 from dtd.policy import Policy
 
 
@@ -112,9 +112,9 @@ def run_dir(tiny_runs):
 
 def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
     import dtd
-    from dtd.evaluation.envs import make_env
-    from dtd.evaluation.rollout import evaluate
-    from dtd.training.checkpoint import load_run
+    from dtd.envs import make_env
+    from dtd.evaluation import EvalSettings, evaluate
+    from dtd.runs import load_run
 
     env = make_env("Hopper-v5", max_episode_steps=25)
     policy = dtd.Policy.load(run_dir, target=1800)  # the README's five lines, plus bookkeeping
@@ -123,10 +123,10 @@ def test_policy_in_a_gymnasium_loop_matches_the_evaluation_engine(run_dir):
     while not done:
         obs, reward, term, trunc, _ = env.step(policy.act(obs, reward))
         done, total = term or trunc, total + reward
-    model, ckpt = load_run(run_dir)
-    out = evaluate(model, "Hopper-v5", [1800.0], episodes=1, seed=7, state_mean=ckpt["state_mean"],
-                   state_std=ckpt["state_std"], reward_scale=ckpt["reward_scale"], context_len=4,
-                   max_steps=25, batched=False, progress=False)
+    model, info = load_run(run_dir)
+    out = evaluate(model, EvalSettings(env_id="Hopper-v5", targets=[1800.0], episodes=1, seed=7, state_mean=info.state_mean,
+                   state_std=info.state_std, reward_scale=info.reward_scale, context_len=4,
+                   max_steps=25, batched=False, progress=False))
     assert total == pytest.approx(out["targets"]["1800"]["returns"][0], abs=1e-6)
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from dtd.errors import DtdError
-from dtd.training.checkpoint import load_run
-from dtd.training.config import TrainConfig
+from dtd.runs import load_run, read_checkpoint
+from dtd.config import TrainConfig
 from dtd.training.trainer import train
 
 TINY = ["--hidden_size", "16", "--n_layer", "1", "--context_len", "5", "--max_ep_len", "64", "--batch_size", "8",
@@ -63,9 +63,9 @@ def test_train_end_to_end(tiny_dataset, tmp_path):
     assert summary["workers"] == (1 if torch.cuda.is_available() else 2)
     assert any(p.name.startswith("events") for p in (run / "tb").iterdir())
 
-    model, ckpt = load_run(run)
-    assert not model.training and ckpt["step"] == 40 and ckpt["config"]["env_id"] == "Hopper-v5"
-    assert ckpt["state_mean"].shape == (11,) and ckpt["reward_scale"] == 1000.0
+    model, info = load_run(run)
+    assert not model.training and info.step == 40 and info.config.env_id == info.env_id == "Hopper-v5"
+    assert info.state_mean.shape == (11,) and info.reward_scale == 1000.0 and info.goal == "rtg"
     for k, v in model.state_dict().items():
         assert torch.equal(v, result.model.state_dict()[k])
 
@@ -92,11 +92,11 @@ def test_resume_after_kill_matches_uninterrupted(tiny_dataset, tmp_path):
                        cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
-    _, a = load_run(tmp_path / "killed")
-    _, b = load_run(tmp_path / "straight")
-    assert a["step"] == b["step"] == 400
-    for k in b["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    a = read_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    b = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    assert a.info.step == b.info.step == 400
+    for k in b.weights:
+        assert torch.equal(a.weights[k], b.weights[k]), k
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(25, 401, 25))  # lines past the checkpoint were dropped, none repeated
 

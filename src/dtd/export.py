@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from dtd.errors import DtdError
+from dtd.paths import check_output_file
+from dtd.runs import load_run
 
 FORMATS = ("torchscript", "onnx")
 INPUT_NAMES = ["observations", "actions", "goals", "timesteps", "mask"]
@@ -92,8 +94,6 @@ def export_model(model: Any, meta: dict[str, Any], state_mean: np.ndarray, state
 def check_export_target(fmt: str, out: str | Path) -> Path:
     """The output file of an export, checked before any work: a known format, a file name whose suffix
     load_exported will read back as that format, in a writable folder."""
-    from dtd.paths import check_output_file
-
     if fmt not in FORMATS:
         raise DtdError(f"export: format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     out = check_output_file(out, "export --out")
@@ -123,24 +123,16 @@ def _export_onnx(module: Any, inputs: tuple, path: Path, meta: dict[str, Any]) -
 
 def export_run(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     """``dtd export``: a run's last checkpoint to one TorchScript or ONNX file."""
-    from dtd.policy import run_config
-    from dtd.training.checkpoint import load_run
-
     check_export_target(fmt, out)
-    model, ckpt = load_run(run_dir)
-    kwargs = ckpt.get("model_kwargs", {})
-    cfg = run_config(ckpt)
-    goal = cfg.get("goal", "rtg")
-    reward_scale = float(ckpt.get("reward_scale", 1000.0))
+    model, info = load_run(run_dir)
     meta = {
-        "run": str(run_dir), "model_name": ckpt.get("model_name"), "env_id": cfg.get("env_id") or ckpt.get("env_id"),
-        "obs_dim": int(np.asarray(ckpt["state_mean"]).size), "act_dim": int(kwargs["act_dim"]),
-        "goal_dim": int(kwargs.get("goal_dim", 1)), "context_len": int(kwargs.get("context_len", 20)),
-        "max_ep_len": int(kwargs.get("max_ep_len", 1000)), "goal": goal, "reward_scale": reward_scale,
+        "run": str(run_dir), "model_name": info.model_name, "env_id": info.env_id, "obs_dim": info.obs_dim,
+        "act_dim": info.act_dim, "goal_dim": info.goal_dim, "context_len": info.context_len,
+        "max_ep_len": info.max_ep_len, "goal": info.goal, "reward_scale": info.reward_scale,
         # return-to-go is given in reward units and scaled inside; other goals go in as the model saw them
-        "goal_scale": reward_scale if goal == "rtg" else 1.0,
+        "goal_scale": info.reward_scale if info.goal == "rtg" else 1.0,
     }
-    return export_model(model, meta, ckpt["state_mean"], ckpt["state_std"], fmt, out)
+    return export_model(model, meta, info.state_mean, info.state_std, fmt, out)
 
 
 def load_exported(path: str | Path) -> tuple[Any, dict[str, Any]]:

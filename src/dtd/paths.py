@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from dtd.errors import DtdError
@@ -20,6 +21,23 @@ RUN_MARKER = ".dtd-run"  # written into every run folder dtd creates
 LOCK_FILE = ".lock"  # inside a run folder while a process trains into it (holds the PID)
 CONFIG_FILE = "config.yaml"
 CKPT_DIR = "checkpoints"
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """`write(tmp)` to a temporary file next to `path` (same suffix, so writers that go by it work),
+    then rename: readers never see a half-written file, and a failed write leaves none behind."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 # ---- output paths ----------------------------------------------------------------------------
@@ -97,6 +115,13 @@ def remove_made(made: list[Path]) -> None:
 
 
 # ---- run folders -----------------------------------------------------------------------------
+
+
+def auto_run_name(what: str, dataset: str, seed: int) -> str:
+    """<what>-<dataset>-s<seed>-<timestamp> (both trainers): unique, so repeated runs never collide."""
+    data = dataset.replace("embedded:", "embedded-").replace("/", "-").replace("+", "_")
+    data = Path(data).stem if os.sep in dataset else data
+    return f"{what.replace('/', '-')}-{data}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_run_name(name: str, flag: str = "--run_name") -> str:

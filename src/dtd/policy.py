@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from dtd.device import resolve_device
 from dtd.errors import DtdError
+from dtd.evaluation.settings import run_goal, target_returns
+from dtd.runs import RunInfo, load_run
 
 
 class Policy:
@@ -47,20 +50,15 @@ class Policy:
 
         ``target``: the return to aim for (reward units); default the run's first evaluation target.
         """
-        from dtd.device import resolve_device
-        from dtd.training.checkpoint import load_run
-
         device = resolve_device(device)
-        model, ckpt = load_run(run_dir)
+        model, info = load_run(run_dir)
         model.to(device)
-        goal_fn, default_target = goal_for_run(ckpt, device)
+        goal_fn, default_target = goal_for_run(info, device)
         target = default_target if target is None else target
         if target is None:
             raise DtdError(f"{run_dir}: no default target return for this run's task; pass target=...")
-        kwargs = ckpt.get("model_kwargs", {})
-        return cls(model, ckpt["state_mean"], ckpt["state_std"], goal_fn, target,
-                   context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000),
-                   device=device)
+        return cls(model, info.state_mean, info.state_std, goal_fn, target, context_len=info.context_len,
+                   max_ep_len=info.max_ep_len, device=device)
 
     # ----------------------------------------------------------------------------------------
 
@@ -180,28 +178,15 @@ def _act_dim(model: Any) -> int:
     return int(last.shape[0])
 
 
-def goal_for_run(ckpt: dict[str, Any], device: str = "cpu") -> tuple[Any, float | None]:
+def goal_for_run(info: RunInfo, device: str = "cpu") -> tuple[Any, float | None]:
     """The run's goal object (the evaluation engine's: return-to-go, IQL value, maze) and its default
     target (None when a return-to-go run's task has none; value and maze goals ignore the target)."""
-    from dtd.evaluation.envs import ReturnToGo, target_returns
-    from dtd.evaluation.goals import goal_fn_for
-
-    cfg = run_config(ckpt)
-    goal_fn = goal_fn_for(cfg, ckpt["state_mean"], ckpt["state_std"], device)
-    if goal_fn is not None:
+    goal_fn = run_goal(info, device)
+    if info.goal != "rtg":
         return goal_fn, 0.0
-    env_id = cfg.get("env_id") or ckpt.get("env_id")
-    if cfg.get("eval_targets"):
-        target = float(cfg["eval_targets"][0])
-    else:
-        try:
-            target = target_returns(env_id)[0] if env_id else None
-        except DtdError:
-            target = None
-    return ReturnToGo(ckpt.get("reward_scale", 1000.0), delayed=bool(cfg.get("delayed", False))), target
-
-
-def run_config(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's TrainConfig as a plain dict (it may be stored as a dict or a dataclass)."""
-    cfg = ckpt.get("config") or {}
-    return cfg if isinstance(cfg, dict) else cfg.to_dict() if hasattr(cfg, "to_dict") else vars(cfg)
+    if info.config.eval_targets:
+        return goal_fn, float(info.config.eval_targets[0])
+    try:
+        return goal_fn, target_returns(info.env_id)[0] if info.env_id else None
+    except DtdError:
+        return goal_fn, None

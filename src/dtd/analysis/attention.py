@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from dtd.data.loaders import load_dataset
+from dtd.data.sampler import SequenceSampler
 from dtd.errors import DtdError
+from dtd import goals
+from dtd.envs import make_env
+from dtd.paths import check_output_dir, check_output_file, write_text_atomic
+from dtd.policy import Policy, goal_for_run
+from dtd.runs import RunInfo, load_critic, load_run
 
 MODALITIES = ("r", "s", "a")  # the paper calls the goal token R (return-to-go)
 MODALITY_NAMES = ("goal (R)", "state (s)", "action (a)")
@@ -236,15 +244,7 @@ def write_scores_csv(ws: WindowScores, path: Path) -> None:
     rows = ["window,length," + ",".join(SCORE_NAMES)]
     for i, (n, s) in enumerate(zip(ws.lengths, ws.scores)):
         rows.append(f"{i},{int(n)}," + ",".join(f"{v:.6g}" for v in s))
-    _atomic_text(path, "\n".join(rows) + "\n")
-
-
-def read_summary(run_or_out: Path) -> dict[str, Any]:
-    """The attention_summary.json in an output folder (or a run's attention/ folder)."""
-    for p in (Path(run_or_out) / "attention_summary.json", Path(run_or_out) / "attention" / "attention_summary.json"):
-        if p.is_file():
-            return json.loads(p.read_text())
-    raise DtdError(f"attention: no attention_summary.json in {run_or_out} (run `dtd attention` on it first)")
+    write_text_atomic(path, "\n".join(rows) + "\n")
 
 
 def plot_heatmaps(summaries: Sequence[dict[str, Any]], path: Path, titles: Sequence[str] | None = None) -> None:
@@ -294,8 +294,6 @@ OUTPUT_FILES = {"csv": "attention_scores.csv", "summary": "attention_summary.jso
 
 def check_outputs(out_dir: str | Path) -> dict[str, Path]:
     """The files write_outputs will write, checked before any work (see dtd.paths)."""
-    from dtd.paths import check_output_dir, check_output_file
-
     out_dir = check_output_dir(out_dir, "attention --out")
     return {k: check_output_file(out_dir / name, "attention --out") for k, name in OUTPUT_FILES.items()}
 
@@ -305,19 +303,9 @@ def write_outputs(ws: WindowScores, summary: dict[str, Any], out_dir: Path) -> d
     paths = check_outputs(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_scores_csv(ws, paths["csv"])
-    _atomic_text(paths["summary"], json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
     plot_heatmaps([summary], paths["heatmap"])
     return paths
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,32 +318,29 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
     """Score ``windows`` windows of a trained run: sampled from ``dataset`` (default: the run's own) or,
     with ``rollout``, taken from fresh evaluation episodes driven by ``dtd.Policy``; the model runs on
     ``device`` (a resolved one, see dtd.device)."""
-    from tqdm.auto import tqdm
-
-    from dtd.policy import Policy, run_config
-    from dtd.training.checkpoint import load_run
-
     if windows < 1:
         raise DtdError(f"attention: --windows must be >= 1, got {windows}")
     if seed < 0:
         raise DtdError(f"attention: --seed must be >= 0, got {seed}")
     if layer not in ("last", "mean"):
         raise DtdError(f"attention: --layer must be 'last' or 'mean', not {layer!r}")
-    model, ckpt = load_run(run_dir)
+    model, info = load_run(run_dir)
     model = model.to(device)
-    cfg = run_config(ckpt)
-    kwargs = ckpt.get("model_kwargs", {})
-    source = dataset or cfg.get("dataset")
+    source = dataset or info.dataset
     if rollout:
-        policy = Policy(model, ckpt["state_mean"], ckpt["state_std"], *_rollout_goal(ckpt, cfg),
-                        context_len=kwargs.get("context_len", 20), max_ep_len=kwargs.get("max_ep_len", 1000),
-                        device=device)
-        batches = _batched(_rollout_windows(policy, _env_id(cfg, ckpt, source), windows, seed), batch_size)
-        where = f"rollouts of {_env_id(cfg, ckpt, source)}"
+        if not info.env_id:
+            raise DtdError("attention: --rollout needs an environment; the run names none")
+        goal_fn, target = goal_for_run(info)
+        if target is None:
+            raise DtdError("attention: --rollout needs a target return; the run's task has no default")
+        policy = Policy(model, info.state_mean, info.state_std, goal_fn, target, context_len=info.context_len,
+                        max_ep_len=info.max_ep_len, device=device)
+        batches = _batched(_rollout_windows(policy, info.env_id, windows, seed), batch_size)
+        where = f"rollouts of {info.env_id}"
     else:
         if not source:
             raise DtdError("attention: no dataset given and the run names none (use --dataset)")
-        batches = _dataset_windows(source, ckpt, cfg, windows, seed, batch_size)
+        batches = _dataset_windows(source, info, windows, seed, batch_size)
         where = source
     parts = []
     with tqdm(total=windows, desc="attention windows", unit="win", disable=not progress, leave=False) as bar:
@@ -363,22 +348,16 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
             parts.append(model_windows(model, batch, layer))
             bar.update(len(batch["mask"]))
     ws = WindowScores.concat(parts)
-    return ws, summarize(ws, ckpt.get("model_name", ""), layer, where)
+    return ws, summarize(ws, info.model_name, layer, where)
 
 
-def _dataset_windows(source: str, ckpt: dict, cfg: dict, windows: int, seed: int, batch_size: int):
-    from dtd.data.loaders import load_dataset
-    from dtd.data.sampler import SequenceSampler
-    from dtd.evaluation import goals
-
-    kwargs = ckpt.get("model_kwargs", {})
-    kind = cfg.get("goal", "rtg")
-    data = goals.with_goals(load_dataset(source), kind, ckpt["state_mean"], ckpt["state_std"],
-                            goals.critic_for(kind, cfg.get("critic", "")))
+def _dataset_windows(source: str, info: RunInfo, windows: int, seed: int, batch_size: int):
+    critic = load_critic(info.config.critic) if info.goal == "iql" else None  # on the CPU, as before
+    data = goals.with_goals(load_dataset(source), info.goal, info.state_mean, info.state_std, critic)
     sampler = SequenceSampler(
-        data, context_len=kwargs.get("context_len", 20), reward_scale=ckpt.get("reward_scale", 1000.0),
-        delayed=bool(cfg.get("delayed", False)), max_ep_len=kwargs.get("max_ep_len", 1000), seed=seed,
-        state_mean=ckpt["state_mean"], state_std=ckpt["state_std"], goal="rtg" if kind == "rtg" else "episode",
+        data, context_len=info.context_len, reward_scale=info.reward_scale, delayed=info.config.delayed,
+        max_ep_len=info.max_ep_len, seed=seed, state_mean=info.state_mean, state_std=info.state_std,
+        goal="rtg" if info.goal == "rtg" else "episode",
     )
     left = windows
     while left > 0:
@@ -400,30 +379,8 @@ def _batched(singles, batch_size: int):
         yield {k: np.concatenate([g[k] for g in group]) for k in group[0]}
 
 
-def _env_id(cfg: dict, ckpt: dict, source: str | None) -> str:
-    env_id = cfg.get("env_id") or ckpt.get("env_id")
-    if not env_id and source:
-        from dtd.data.loaders import load_dataset
-
-        env_id = load_dataset(source).env_id
-    if not env_id:
-        raise DtdError("attention: --rollout needs an environment; the run and its dataset name none")
-    return env_id
-
-
-def _rollout_goal(ckpt: dict, cfg: dict) -> tuple[Any, float]:
-    from dtd.policy import goal_for_run
-
-    goal_fn, target = goal_for_run(ckpt)
-    if target is None:
-        raise DtdError("attention: --rollout needs a target return; the run's task has no default")
-    return goal_fn, target
-
-
 def _rollout_windows(policy: Any, env_id: str, windows: int, seed: int, stride: int = 5):
     """Windows every ``stride`` steps of seeded episodes (episode i: seed + i) until enough are taken."""
-    from dtd.evaluation.envs import make_env
-
     env = make_env(env_id)
     low, high = env.action_space.low, env.action_space.high
     taken, episode = 0, 0

@@ -78,7 +78,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     if cfg.eval_max_steps < 1 or cfg.ddp < 0:
         raise DtdError("bench: --eval-max-steps must be >= 1 and --ddp >= 0")
     if cfg.run is not None:  # a bad run folder is found now, not after the training timings
-        from dtd.training.checkpoint import find_checkpoint
+        from dtd.runs import find_checkpoint
 
         find_checkpoint(cfg.run)
     if cfg.threads is not None:

@@ -63,7 +63,7 @@ def bench_inference(cfg: BenchConfig, preset: str = "dtd", ceiling_gflops: float
 
 def bench_env_steps(cfg: BenchConfig, n: int, steps: int = 200) -> dict:
     """The limit evaluation approaches: a vector env of n stepped with random actions, no model."""
-    from dtd.evaluation.envs import make_vector_env
+    from dtd.envs import make_vector_env
 
     env = make_vector_env(cfg.env_id, n)
     try:
@@ -97,31 +97,31 @@ def bench_eval(cfg: BenchConfig, preset: str = "dtd") -> dict:
     """
     import torch
 
-    from dtd.evaluation.rollout import evaluate, evaluate_run
+    from dtd.evaluation import EvalSettings, evaluate, evaluate_run
 
     target = 3600.0
     if cfg.run:
-        from dtd.training.checkpoint import load_run
+        from dtd.runs import load_run
 
-        model, ckpt = load_run(cfg.run, map_location=cfg.device)
-        preset = ckpt["model_name"]
-        env_id = (ckpt.get("config") or {}).get("env_id") or cfg.env_id
-        target = float(((ckpt.get("config") or {}).get("eval_targets") or [target])[0])
+        model, info = load_run(cfg.run, map_location=cfg.device)
+        preset = info.model_name
+        env_id = info.env_id or cfg.env_id
+        target = float((info.config.eval_targets or [target])[0])
 
         def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
-            return evaluate_run(model, ckpt, episodes=n, targets=[target], seed=0, progress=False, device=cfg.device,
+            return evaluate_run(model, info, cfg.device, episodes=n, targets=[target], seed=0, progress=False,
                                 batched=batched, max_steps=cfg.eval_max_steps, workers=workers,
                                 vector=vector)  # fmt: skip
     else:
         torch.manual_seed(0)
         model, env_id = build_preset(cfg, preset).eval(), cfg.env_id
-        common = dict(targets=[target], seed=0, state_mean=np.zeros(cfg.state_dim, np.float32),
-                      state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
-                      max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False,
-                      device=cfg.device)  # fmt: skip
+        common = EvalSettings(env_id=env_id, targets=[target], seed=0, state_mean=np.zeros(cfg.state_dim, np.float32),
+                              state_std=np.ones(cfg.state_dim, np.float32), context_len=cfg.context_len,
+                              max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps, progress=False,
+                              device=cfg.device)  # fmt: skip
 
         def run_eval(n: int, batched: bool, workers: int = 1, vector: str = "sync") -> dict:
-            return evaluate(model, env_id, episodes=n, batched=batched, workers=workers, vector=vector, **common)
+            return evaluate(model, common.replace(episodes=n, batched=batched, workers=workers, vector=vector))
 
     key = f"{target:g}"
 

@@ -46,13 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"dtd.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name == f"dtd.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"dtd.cli.{name}").register(sub)
     return parser
 
 

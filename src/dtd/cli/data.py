@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from dtd.data.loaders import EMBEDDED_DATASET, check_env_compat, load_dataset
+    from dtd.data.loaders import EMBEDDED_DATASET, load_dataset
+    from dtd.envs import check_env_compat
 
     ds = load_dataset(args.source or EMBEDDED_DATASET, download=args.download)
     if args.env:
@@ -88,25 +89,27 @@ def describe(ds) -> list[str]:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from dtd.data.collect import collect
-    from dtd.data.loaders import load_dataset
 
     dest = collect(args.env, args.policy, args.steps, seed=args.seed, out=args.out,
                    dataset_id=args.dataset_id, deterministic=args.deterministic, noise=args.noise,
                    ref_min=args.ref_min, ref_max=args.ref_max, algo=args.algo,
                    vecnormalize=args.vecnormalize, compress=not args.no_compress,
                    description=args.description)
-    print(f"wrote {dest}")
-    for line in describe(load_dataset(str(dest))):
-        print(line)
-    return 0
+    return _wrote(dest)
 
 
 def cmd_collect_maze(args: argparse.Namespace) -> int:
-    from dtd.data.loaders import load_dataset
     from dtd.data.maze import collect_maze
 
     dest = collect_maze(args.maze, args.steps, seed=args.seed, noise=args.noise, out=args.out,
                         dataset_id=args.dataset_id)
+    return _wrote(dest)
+
+
+def _wrote(dest) -> int:
+    """After a collector: where the dataset went and what it holds."""
+    from dtd.data.loaders import load_dataset
+
     print(f"wrote {dest}")
     for line in describe(load_dataset(str(dest))):
         print(line)

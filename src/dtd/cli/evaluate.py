@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from dtd.cli import finite_float
-import json
-import os
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,9 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from dtd.device import resolve_device
     from dtd.errors import DtdError
-    from dtd.evaluation.rollout import evaluate_run, format_table
-    from dtd.paths import check_output_file
-    from dtd.training.checkpoint import CKPT_DIR, find_checkpoint, load_run
+    from dtd.evaluation import evaluate_run
+    from dtd.paths import CKPT_DIR, check_output_file, write_text_atomic
+    from dtd.runs import find_checkpoint, load_run
 
     run, name = Path(args.run_dir), args.checkpoint.removesuffix(".pt")
     if not name or "/" in name or "\\" in name or name in (".", ".."):
@@ -61,22 +60,27 @@ def run_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     folder = run if run.is_dir() else path.parents[1]
     out = check_output_file(folder / f"eval-{name}.json", "eval result")
-    model, ckpt = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
-    workers = args.workers if args.workers is not None else (ckpt.get("config") or {}).get("eval_workers", 1)
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("vector", args.vector)) if v is not None}
-    overrides["workers"] = workers if device == "cpu" else 1
-    result = evaluate_run(model.to(device), ckpt, episodes=args.episodes, targets=args.targets, seed=args.seed,
-                          device=device, **overrides)  # fmt: skip
-    result.update(checkpoint=name, step=int(ckpt["step"]))
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    model, info = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
+    workers = args.workers if args.workers is not None else info.config.eval_workers
+    result = evaluate_run(model.to(device), info, device, episodes=args.episodes, targets=args.targets,
+                          seed=args.seed, max_steps=args.max_steps, vector=args.vector,
+                          workers=workers if device == "cpu" else 1)  # fmt: skip
+    result.update(checkpoint=name, step=info.step)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     print(f"checkpoint {name} (step {result['step']}); wrote {out}")
     return 0
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of one evaluate() result: a row per target."""
+    rows = [f"{result['env_id']}: {result['episodes']} episodes per target, seeds {result['seed']}.."
+            f"{result['seed'] + result['episodes'] - 1}"]  # fmt: skip
+    rows.append(f"{'target':>8}  {'return':>18}  {'normalized':>14}  {'length':>7}")
+    for key, t in result["targets"].items():
+        norm = f"{t['normalized_mean']:6.1f} ± {t['normalized_std']:5.1f}" if "normalized_mean" in t else "—"
+        rows.append(f"{key:>8}  {t['return_mean']:9.1f} ± {t['return_std']:6.1f}  {norm:>14}  {t['length_mean']:7.1f}")
+    return "\n".join(rows)
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dtd.training.iql import IQLConfig, load_critic, train_iql
+    from dtd.config import IQLConfig
+    from dtd.runs import load_critic
+    from dtd.training.iql import train_iql
 
     cfg = IQLConfig(**{k: getattr(args, k) for k in IQLConfig.__dataclass_fields__})
     run_dir = train_iql(cfg, force=args.force)

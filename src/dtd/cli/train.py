@@ -10,18 +10,18 @@ import argparse
 
 
 def register(sub) -> None:
-    from dtd.training.config import add_config_arguments
+    from dtd.config import add_config_arguments
 
     p = sub.add_parser(
         "train",
         help="train a model (default: DTd on the embedded Hopper dataset, < 10 min on a 2-core CPU)",
         description="Train DTd / DT / BC. Fields come from the dataclass defaults (the main job), then --config "
-                    "(a preset name from configs/ or a YAML path), then --<field> VALUE overrides. Under "
+                    "(a preset name from dtd/presets/ or a YAML path), then --<field> VALUE overrides. Under "
                     "torchrun every process trains with batch_size, so the effective batch is "
                     "batch_size x world size.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see configs/README.md) or YAML file")
+    p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see dtd/presets/README.md) or YAML file")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
                                                        "(only --steps, --device, --threads, --max_minutes may change)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dtd.errors import DtdError
-    from dtd.training.config import load_config, overrides_from_args
+    from dtd.config import load_config, overrides_from_args
     from dtd.training.trainer import resume, train
 
     overrides = overrides_from_args(args)

@@ -1,8 +1,7 @@
 """Offline datasets: loading (any format -> EpisodeDataset), training batches, collection."""
 
 from dtd.data.episodes import Episode, EpisodeDataset
-from dtd.data.loaders import EMBEDDED_DATASET, check_env_compat, load_dataset
+from dtd.data.loaders import EMBEDDED_DATASET, load_dataset
 from dtd.data.sampler import SequenceSampler
 
-__all__ = ["Episode", "EpisodeDataset", "EMBEDDED_DATASET", "SequenceSampler", "check_env_compat",
-           "load_dataset"]
+__all__ = ["Episode", "EpisodeDataset", "EMBEDDED_DATASET", "SequenceSampler", "load_dataset"]

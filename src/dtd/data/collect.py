@@ -8,13 +8,9 @@ zoo agents were pickled with the old `gym` package) or uniform random actions.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import shutil
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -22,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from dtd.data import refscores
-from dtd.data.loaders import check_env_id
+from dtd.data.minari_io import check_collect_args, dataset_destination, write_dataset
+from dtd.envs import check_env_id
 from dtd.errors import DtdError
 
 Policy = Callable[[np.ndarray], np.ndarray]  # raw env observation (S,) -> action (A,)
@@ -143,20 +140,6 @@ def random_policy(action_space, seed: int) -> Policy:
     return lambda obs: action_space.sample()
 
 
-@contextlib.contextmanager
-def _minari_root(root: Path):
-    """Point Minari (which reads MINARI_DATASETS_PATH) at `root` for the duration."""
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
-
-
 def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path | None = None,
             dataset_id: str | None = None, deterministic: bool = False, noise: float = 0.0,
             ref_min: float | None = None, ref_max: float | None = None, algo: str | None = None,
@@ -169,12 +152,7 @@ def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path
     """
     import gymnasium as gym
 
-    if steps < 1:
-        raise DtdError(f"--steps: must be >= 1, got {steps}")
-    if not noise >= 0 or not math.isfinite(noise):  # also refuses nan
-        raise DtdError(f"--noise: must be >= 0, got {noise}")
-    if seed < 0:
-        raise DtdError(f"--seed: must be >= 0, got {seed}")
+    check_collect_args(steps, noise, seed)
     dataset_id = dataset_id or f"dtd/{refscores.env_key(env_id) or 'env'}/collected-v0"
     dest = dataset_destination(dataset_id, out)
     if ref_min is None and ref_max is None and refscores.ref_scores(env_id):
@@ -196,8 +174,8 @@ def collect(env_id: str, policy: str, steps: int, seed: int = 0, out: str | Path
         buffers = rollout(env, act, steps, noise, np.random.default_rng(seed), progress)
         desc = description or (f"{algorithm} policy {policy}, {steps} steps, seed {seed}, "
                                f"action noise {noise}; made with dtd data collect")
-        write_dataset(buffers, dest, dataset_id=dataset_id, env=env, compress=compress,
-                      algorithm_name=algorithm, description=desc, ref_min_score=ref_min,
+        write_dataset(buffers, dest, dataset_id, env, TEMP_PREFIX, compress=compress,
+                      code_permalink="dtd data collect", algorithm_name=algorithm, description=desc, ref_min_score=ref_min,
                       ref_max_score=ref_max)
     finally:
         env.close()
@@ -225,64 +203,6 @@ def check_flat_spaces(env, env_id: str) -> None:
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             raise DtdError(f"{env_id}: its {what} space {space} is not a 1-D Box; dtd data collect records "
                            "flat observation and action vectors only")
-
-
-def dataset_destination(dataset_id: str, out: str | Path | None) -> Path:
-    """The folder a new dataset goes to: `out`, else <Minari root>/<dataset_id>; must not exist yet,
-    and its parent must be creatable and writable (checked now, before the rollout)."""
-    from dtd.paths import check_output_dir
-
-    from minari.dataset.minari_dataset import parse_dataset_id
-    from minari.storage.datasets_root_dir import get_dataset_path
-
-    try:
-        parse_dataset_id(dataset_id)
-    except ValueError as exc:
-        raise DtdError(f"--dataset-id: {exc}") from None
-    if out is not None and not str(out).strip():
-        raise DtdError("--out: an empty path")
-    dest = Path(get_dataset_path(dataset_id)) if out is None else Path(out).expanduser()
-    dest = dest.resolve()  # Minari needs an absolute root
-    if dest.exists() or dest.is_symlink():
-        raise DtdError(f"{dest}: already exists; remove it or choose another --out/--dataset-id")
-    check_output_dir(dest.parent, "dataset destination")
-    return dest
-
-
-def write_dataset(buffers: list, dest: Path, dataset_id: str, env, compress: bool = True,
-                  **metadata) -> Path:
-    """Write minari EpisodeBuffers as a Minari dataset at `dest`, atomically.
-
-    minari.create_dataset_from_buffers builds it in a temporary Minari root next to `dest`; the
-    finished folder is then compacted (`compress`) and renamed into place. `metadata`: keyword
-    arguments of create_dataset_from_buffers (algorithm_name, ref_min_score, description, ...).
-    """
-    import minari
-    from minari.dataset.minari_storage import MinariStorage
-
-    from dtd.paths import clean_stale_temp, make_dirs, remove_made, temp_dir
-
-    made = make_dirs(dest.parent)
-    clean_stale_temp(dest.parent, TEMP_PREFIX)  # left by a killed collect
-    tmp_root = temp_dir(dest.parent, TEMP_PREFIX)
-    done = False
-    try:
-        with _minari_root(tmp_root), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # author_email / eval_env advice
-            minari.create_dataset_from_buffers(dataset_id, buffers, env=env, author="dtd",
-                                               code_permalink="dtd data collect", **metadata)
-        made_ds = tmp_root / dataset_id
-        if compress:
-            _compress_hdf5(made_ds / "data" / "main_data.hdf5")
-            storage = MinariStorage.read(made_ds / "data")
-            storage.update_metadata({"dataset_size": storage.get_size()})
-        os.rename(made_ds, dest)
-        done = True
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-        if not done:
-            remove_made(made)
-    return dest
 
 
 def rollout(env, act: Policy, steps: int, noise: float, rng: np.random.Generator,
@@ -319,30 +239,3 @@ def rollout(env, act: Policy, steps: int, noise: float, rng: np.random.Generator
             reset_seed = int(rng.integers(2**31))
             obs, _ = env.reset(seed=reset_seed)
     return buffers
-
-
-def _compress_hdf5(path: Path) -> None:
-    """Rewrite Minari's hdf5 compactly: gzip+shuffle, float64 stored as float32 (dtd reads float32
-    anyway) and the newest hdf5 object format (much smaller per-episode overhead).
-
-    Readers, minari.load_dataset included, decompress transparently.
-    """
-    import h5py
-
-    tmp = path.with_name(path.name + ".tmp")
-
-    def copy(src: h5py.Group, dst: h5py.Group) -> None:
-        dst.attrs.update(src.attrs)
-        for name, item in src.items():
-            if isinstance(item, h5py.Group):
-                copy(item, dst.create_group(name))
-                continue
-            data = item[()]
-            if data.dtype == np.float64:
-                data = data.astype(np.float32)
-            kw = dict(compression="gzip", compression_opts=9, shuffle=True) if np.ndim(data) else {}
-            dst.create_dataset(name, data=data, **kw).attrs.update(item.attrs)
-
-    with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
-        copy(src, dst)
-    os.replace(tmp, path)

@@ -19,7 +19,7 @@ import numpy as np
 
 from dtd.data import refscores
 from dtd.data.episodes import Episode, EpisodeDataset
-from dtd.data.maze import is_maze_env, make_maze_eval_env, register_mazes, to_maze_dataset
+from dtd.data.maze import to_maze_dataset
 from dtd.errors import DtdError
 
 EMBEDDED_DATASET = "embedded:hopper"
@@ -262,40 +262,3 @@ def _env_and_refs(path: Path, attrs: dict) -> tuple[str | None, float | None, fl
     ref_min, ref_max = attrs.get("ref_min_score"), attrs.get("ref_max_score")
     return (str(env_id) if env_id else None,
             None if ref_min is None else float(ref_min), None if ref_max is None else float(ref_max))
-
-
-# ---- environment compatibility ----------------------------------------------------------------
-
-
-def check_env_id(env_id: str) -> None:
-    """Raise DtdError when Gymnasium does not know env_id."""
-    import gymnasium as gym
-
-    if is_maze_env(env_id):
-        register_mazes()
-    try:
-        gym.spec(env_id)
-    except Exception:
-        raise DtdError(f"{env_id}: unknown environment id (e.g. Hopper-v5, HalfCheetah-v5)") from None
-
-
-def check_env_compat(dataset: EpisodeDataset, env_id: str) -> None:
-    """Raise DtdError when env_id is unknown or its spaces do not match the dataset's dims."""
-    import gymnasium as gym
-
-    check_env_id(env_id)
-    try:  # mazes: the flat maze-state observation models see (dtd.data.maze)
-        env = make_maze_eval_env(env_id) if is_maze_env(env_id) else gym.make(env_id)
-    except Exception as exc:
-        raise DtdError(f"{env_id}: cannot create the environment ({type(exc).__name__}: {exc})") from None
-    try:
-        obs_space = env.observation_space
-        if isinstance(obs_space, gym.spaces.Dict):
-            obs_space = obs_space["observation"]
-        obs_dim = int(np.prod(obs_space.shape))
-        act_dim = int(np.prod(env.action_space.shape)) if env.action_space.shape else 1
-    finally:
-        env.close()
-    if (obs_dim, act_dim) != (dataset.obs_dim, dataset.act_dim):
-        raise DtdError(f"{dataset.name}: observation/action dims ({dataset.obs_dim}, {dataset.act_dim}) "
-                       f"do not match {env_id}'s ({obs_dim}, {act_dim})")

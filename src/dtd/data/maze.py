@@ -11,76 +11,16 @@ The goal xy is in the state too so that return-to-go models (DT) see which goal 
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from dtd.errors import DtdError
+from dtd.data.episodes import Episode, EpisodeDataset
+from dtd.data.minari_io import check_collect_args, dataset_destination, write_dataset
+from dtd.envs import LAYOUTS, make_maze_env, maze_env_id
 
 TEMP_PREFIX = ".dtd-collect-maze-"  # + <pid>-<random>: the temporary Minari root next to the destination
-LAYOUTS = {"umaze": "UMaze", "medium": "Medium", "large": "Large"}
-ROBOTS = {"point": "PointMaze_{}-v3", "ant": "AntMaze_{}-v5"}
-
-
-def maze_env_id(layout: str, robot: str = "point") -> str:
-    """Gymnasium id of a D4RL maze, e.g. ("medium", "point") -> "PointMaze_Medium-v3"."""
-    if layout not in LAYOUTS:
-        raise DtdError(f"maze: unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
-    if robot not in ROBOTS:
-        raise DtdError(f"maze: unknown robot {robot!r} (choose from {', '.join(ROBOTS)})")
-    return ROBOTS[robot].format(LAYOUTS[layout])
-
-
-def is_maze_env(env_id: str | None) -> bool:
-    return bool(env_id) and ("PointMaze_" in env_id or "AntMaze_" in env_id)
-
-
-def register_mazes() -> None:
-    """Register gymnasium-robotics' envs (the mazes) with Gymnasium."""
-    import gymnasium as gym
-    import gymnasium_robotics
-
-    gym.register_envs(gymnasium_robotics)
-
-
-def make_maze_env(env_id: str, episodic: bool = True, **kwargs):
-    """A sparse-reward maze env. ``episodic`` ends the episode at the goal (evaluation: success =
-    the goal was reached); otherwise the goal is resampled when reached (data collection)."""
-    import gymnasium as gym
-
-    register_mazes()
-    if not is_maze_env(env_id):
-        raise DtdError(f"maze: {env_id!r} is not a PointMaze/AntMaze id")
-    if env_id.startswith("AntMaze_"):
-        kwargs.setdefault("include_cfrc_ext_in_observation", False)  # D4RL's 29-dim ant state
-    try:
-        return gym.make(env_id, reward_type="sparse", continuing_task=not episodic,
-                        reset_target=not episodic, **kwargs)
-    except gym.error.Error as exc:
-        raise DtdError(f"maze: cannot make {env_id!r}: {exc}") from exc
-
-
-def flatten_maze_obs(obs: dict, ant: bool) -> np.ndarray:
-    """Dict observation (single or batched) -> the maze state (..., S), xy in [..., :2]."""
-    parts = [obs["observation"], obs["desired_goal"]]
-    if ant:
-        parts.insert(0, obs["achieved_goal"])
-    return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=-1)
-
-
-def make_maze_eval_env(env_id: str, **kwargs):
-    """The evaluation maze: episodic (ends at the goal, sparse reward 1 there, so the return is 1
-    on success and 0 otherwise) with the flat maze-state observation models are trained on."""
-    import gymnasium as gym
-
-    env = make_maze_env(env_id, episodic=True, **kwargs)
-    ant = env_id.startswith("AntMaze_")
-    dim = sum(env.observation_space[k].shape[0] for k in ("observation", "desired_goal")) + 2 * ant
-    space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
-    return gym.wrappers.TransformObservation(env, lambda obs: flatten_maze_obs(obs, ant), space)
 
 
 class MazePlanner:
@@ -158,37 +98,15 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
     sparse reward w.r.t. the goal pursued, that goal stored per step as ``infos/goal``.
 
     Written to the folder ``out`` or, without it, to <Minari root>/<dataset_id>; built in a
-    temporary Minari root next to it and renamed into place (dtd.data.collect's machinery).
+    temporary Minari root next to it and renamed into place (dtd.data.minari_io).
     """
-    import minari
     from minari.data_collector import EpisodeBuffer
     from tqdm import tqdm
 
-    from dtd.data.collect import _compress_hdf5, _minari_root
-    from dtd.paths import check_output_dir, clean_stale_temp, make_dirs, remove_made, temp_dir
-
-    if steps < 1:
-        raise DtdError(f"collect-maze: --steps must be >= 1, got {steps}")
-    if not noise >= 0 or not np.isfinite(noise):  # also refuses nan
-        raise DtdError(f"collect-maze: --noise must be >= 0, got {noise}")
-    if seed < 0:
-        raise DtdError(f"collect-maze: --seed must be >= 0, got {seed}")
+    check_collect_args(steps, noise, seed, "collect-maze: --{} must be {}, got {}")
     env_id = maze_env_id(layout, "point")
     dataset_id = dataset_id or f"dtd/pointmaze-{layout}/planner-v0"
-    try:
-        minari.dataset.minari_dataset.parse_dataset_id(dataset_id)
-    except ValueError as exc:
-        raise DtdError(f"collect-maze: --dataset-id: {exc}") from None
-    if out is not None and not str(out).strip():
-        raise DtdError("collect-maze: --out: an empty path")
-    if out is None:
-        from minari.storage.datasets_root_dir import get_dataset_path
-        dest = Path(get_dataset_path(dataset_id))
-    else:
-        dest = Path(out).expanduser()
-    if dest.exists() or dest.is_symlink():
-        raise DtdError(f"collect-maze: {dest} already exists; remove it or choose another --out/--dataset-id")
-    check_output_dir(dest.parent, "collect-maze: dataset destination")  # now, not after the rollout
+    dest = dataset_destination(dataset_id, out, "collect-maze: ", "{} already exists")  # before the rollout
 
     env = make_maze_env(env_id, episodic=False)
     controller = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)
@@ -213,25 +131,11 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out
                     actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
                     truncations=ep["trunc"], infos={"goal": observations["desired_goal"].astype(np.float32)}))
                 ep = None
-        made = make_dirs(dest.parent)
-        clean_stale_temp(dest.parent, TEMP_PREFIX)  # left by a killed collect-maze
-        tmp_root, done = temp_dir(dest.parent, TEMP_PREFIX), False
-        try:
-            with _minari_root(tmp_root):
-                minari.create_dataset_from_buffers(
-                    dataset_id, buffers, env=env, algorithm_name="dtd-maze-planner", author="dtd",
-                    code_permalink="dtd data collect-maze", ref_min_score=0.0, ref_max_score=1.0,
-                    description=(f"{env_id}: BFS waypoints over the maze grid, PD control (kp 10, kd 1), "
-                                 f"Gaussian action noise {noise}, goal resampled when reached; "
-                                 f"{steps} steps, seed {seed}; made with dtd data collect-maze"))
-            built = tmp_root / dataset_id
-            _compress_hdf5(built / "data" / "main_data.hdf5")
-            os.rename(built, dest)
-            done = True
-        finally:
-            shutil.rmtree(tmp_root, ignore_errors=True)
-            if not done:
-                remove_made(made)
+        write_dataset(buffers, dest, dataset_id, env, TEMP_PREFIX, algorithm_name="dtd-maze-planner",
+                      code_permalink="dtd data collect-maze", ref_min_score=0.0, ref_max_score=1.0,
+                      description=(f"{env_id}: BFS waypoints over the maze grid, PD control (kp 10, kd 1), "
+                                   f"Gaussian action noise {noise}, goal resampled when reached; "
+                                   f"{steps} steps, seed {seed}; made with dtd data collect-maze"))
     finally:
         env.close()
     return dest
@@ -267,8 +171,6 @@ def to_maze_dataset(dataset):
     set to (0, 1): an evaluation episode ends at the goal with return 1, so the normalised score is
     the success rate x100. Other datasets are returned unchanged.
     """
-    from dtd.data.episodes import Episode, EpisodeDataset
-
     robot = maze_robot(dataset)
     if robot is None or getattr(dataset, "maze_layout", False):
         return dataset

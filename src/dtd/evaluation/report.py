@@ -10,7 +10,6 @@ are population std (ddof=0) over seeds, the same convention as over episodes.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from dtd.errors import DtdError
+from dtd.paths import check_output_dir, check_output_file, write_atomic, write_text_atomic
 
 EVAL_FILE = "eval.json"
 METRICS_FILE = "metrics.jsonl"
@@ -175,19 +175,13 @@ def plot_curves(groups: dict[tuple[str, str], list[RunScores]], path: Path) -> b
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        tmp = path.with_name(path.name + ".tmp.png")
-        try:
-            fig.savefig(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, fig.savefig)
     plt.close(fig)
     return drawn
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
     """Write report.md (and curves.png when runs logged evaluations) into out_dir; returns the paths."""
-    from dtd.paths import check_output_dir, check_output_file
 
     if not run_dirs:
         raise DtdError("report: no run folders given")
@@ -200,11 +194,5 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     if plot_curves(groups, png):
         written["curves"] = png
         text += f"\n![learning curves]({png.name})\n"
-    tmp = md.with_name(md.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, md)
-    finally:
-        tmp.unlink(missing_ok=True)
-    written["table"] = md
+    written["table"] = write_text_atomic(md, text)
     return written

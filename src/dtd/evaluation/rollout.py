@@ -1,7 +1,7 @@
-"""Roll a trained model out in the simulator: every episode of every target together, one batched
-model call per step.
+"""The rollout engine: every episode of every target together in one vector env, one batched model
+call per step.
 
-``evaluate(model, env_id, targets, episodes=E)`` runs the len(targets) x E episodes as ONE vector env
+An evaluation runs its len(targets) x E episodes as ONE vector env
 of N = len(targets) * E copies: copy j plays target j // E with seed ``seed + j % E``, exactly the
 episode it played when each target was a separate batch of E, so the results per target are the
 same (``act`` is bit-for-bit independent of how many windows share a call, and the goal object sees
@@ -14,43 +14,23 @@ slice is already right-padded: the steps after t have not been written yet and a
 Finished episodes drop out of the model call; their vector-env copies keep stepping (autoreset)
 and are ignored.
 
-``evaluate(..., workers=W)`` splits the N episodes into W contiguous groups, each rolled out as above
-in a forked CPU process with its own vector env and 1/W of the torch threads. The returns are those
-of one process; on 2 cores, W = 2 runs a model call and the MuJoCo steps side by side.
-
-``evaluate(..., batched=False)`` (``evaluate_reference``) is the naive path kept for ``dtd bench``
-and tests: one episode at a time, the window rebuilt from the full history every step. Every path
-gives identical returns for the same seeds.
+``rollout_reference`` is the naive path kept for ``dtd bench`` and tests: one episode at a time,
+the window rebuilt from the full history every step. Both give identical returns for the same seeds.
 """
 
 from __future__ import annotations
 
-import math
-import multiprocessing
-import queue
-import time
-import traceback
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from dtd.data.refscores import normalize, ref_scores
 from dtd.errors import DtdError
-from dtd.evaluation.envs import DEFAULT_VECTOR, GoalFn, ReturnToGo, make_env, make_vector_env, target_returns
+from dtd.evaluation.results import Episodes
+from dtd.goals import GoalFn
 
 
-@dataclass
-class Episodes:
-    """Outcome of N episodes for one target."""
-
-    returns: np.ndarray  # (N,) float64, undiscounted
-    lengths: np.ndarray  # (N,) int64
-    success: np.ndarray | None  # (N,) bool, when the env reports info["success"] (mazes)
-
-
-def _model_dtype(model):
+def model_dtype(model):
     """Inputs follow the model's parameter dtype (float32 normally; float64 in the identity test)."""
     import torch
 
@@ -76,7 +56,7 @@ class RolloutSpec:
 Plan = Sequence[tuple[float, int]]  # one (target, seed) per episode, in batch order
 
 
-def _groups(plan: Plan) -> list[tuple[int, int, float]]:
+def groups_of(plan: Plan) -> list[tuple[int, int, float]]:
     """(start, end, target) of each run of episodes with one target and consecutive seeds: the batch
     of E episodes one target had to itself before targets shared a rollout."""
     out: list[tuple[int, int, float]] = []
@@ -100,7 +80,7 @@ def rollout_batched(model, env, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec, 
     n, K, T, device = env.num_envs, spec.context_len, max(spec.max_steps, spec.context_len), spec.device
     if len(plan) != n:
         raise DtdError(f"evaluation: {len(plan)} episodes planned for a vector env of {n}")
-    groups = _groups(plan)
+    groups = groups_of(plan)
     obs, _ = env.reset(seed=[s for _, s in plan])
     act_dim = env.single_action_space.shape[0]
     goal = np.concatenate([goal_fn.reset(target, obs[a:b]) for a, b, target in groups])  # (N, G) float64
@@ -111,7 +91,7 @@ def rollout_batched(model, env, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec, 
         return np.concatenate([goal_fn.update(goal[a:b], reward[a:b], obs[a:b]) for a, b, _ in groups])
 
     # history buffers on the model's device and in its dtype: row t is written at step t, never moved
-    like = dict(device=device, dtype=_model_dtype(model))
+    like = dict(device=device, dtype=model_dtype(model))
     states = torch.zeros((n, T, obs.shape[1]), **like)  # (N, T, S)
     actions = torch.zeros((n, T, act_dim), **like)  # (N, T, A)
     goals = torch.zeros((n, T, goal.shape[1]), **like)  # (N, T, G)
@@ -170,7 +150,7 @@ def rollout_reference(
     """One episode, the naive way: full history lists, window rebuilt and padded every step."""
     import torch
 
-    K, dtype, device = spec.context_len, _model_dtype(model), spec.device
+    K, dtype, device = spec.context_len, model_dtype(model), spec.device
     obs, _ = env.reset(seed=seed)
     act_dim = env.action_space.shape[0]
     goal = goal_fn.reset(target, obs[None])  # (1, G)
@@ -211,304 +191,3 @@ def rollout_reference(
         if terminated or truncated:
             break
     return ret, length, success
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    """[start, end) of `parts` contiguous, near-equal groups of range(n)."""
-    bounds = [round(i * n / parts) for i in range(parts + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-class _SharedCounter:
-    """A progress sink for rollout_batched in a worker: adds to a counter the parent's bar reads."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def update(self, k: int) -> None:
-        with self.value.get_lock():
-            self.value.value += k
-
-
-def rollout_workers(model, env_id: str, vector: str, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec,
-                    workers: int, bar=None) -> Episodes:
-    """``rollout_batched`` of ``plan`` with its episodes split over `workers` forked processes
-    (module docstring); returns the episodes in plan order."""
-    import torch
-
-    if spec.device != "cpu":
-        raise DtdError(f"evaluation: workers > 1 runs on the CPU only, not on {spec.device}")
-    ctx = multiprocessing.get_context("fork")  # the model is inherited, not pickled
-    groups = _split(len(plan), workers)
-    threads = max(1, torch.get_num_threads() // len(groups))
-    results, done = ctx.Queue(), ctx.Value("q", 0)
-
-    def work(index: int, start: int, end: int) -> None:
-        try:
-            torch.set_num_threads(threads)
-            env = make_vector_env(env_id, end - start, vector)
-            try:
-                out = rollout_batched(model, env, plan[start:end], goal_fn, spec, _SharedCounter(done))
-            finally:
-                env.close()
-            results.put((index, out, None))
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
-            results.put((index, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-
-    procs = [ctx.Process(target=work, args=(i, a, b), daemon=True) for i, (a, b) in enumerate(groups)]
-    for p in procs:
-        p.start()
-    got: dict[int, Episodes] = {}
-    shown, finished = 0, False
-    try:
-        while len(got) < len(procs):
-            try:
-                index, out, error = results.get(timeout=0.1)
-            except queue.Empty:
-                dead = [i for i, p in enumerate(procs) if i not in got and p.exitcode not in (None, 0)]
-                if dead:
-                    raise DtdError(f"evaluation: worker {dead[0]} died (exit code {procs[dead[0]].exitcode})")
-            else:
-                if error is not None:
-                    raise DtdError(f"evaluation worker {index}: {error.splitlines()[0]}")
-                got[index] = out
-            if bar is not None:
-                bar.update(done.value - shown)
-                shown = done.value
-        finished = True
-    finally:
-        for p in procs:
-            if not finished:  # an error or an interrupt: no orphans left stepping
-                p.kill()
-            p.join()
-    return _concat([got[i] for i in range(len(procs))])
-
-
-def _concat(parts: Sequence[Episodes]) -> Episodes:
-    """Episodes of consecutive slices of a plan, joined in order (success only if every part has it)."""
-    success = None if any(e.success is None for e in parts) else np.concatenate([e.success for e in parts])
-    return Episodes(np.concatenate([e.returns for e in parts]), np.concatenate([e.lengths for e in parts]), success)
-
-
-def _take(eps: Episodes, a: int, b: int) -> Episodes:
-    return Episodes(eps.returns[a:b], eps.lengths[a:b], None if eps.success is None else eps.success[a:b])
-
-
-def _rollout_here(model, env_id: str, plan: Plan, goal_fn: GoalFn, spec: RolloutSpec, batched: bool,
-                  vector: str, progress: bool) -> Episodes:
-    """The whole plan in this process: one vector env of len(plan), or the reference loop episode by episode."""
-    from tqdm.auto import tqdm
-
-    env = make_vector_env(env_id, len(plan), vector) if batched else make_env(env_id)
-    desc = f"eval {env_id} ({len(plan)} episodes{' together' if batched else ', one at a time'})"
-    try:
-        with tqdm(desc=desc, unit="step", disable=not progress, leave=False) as bar:
-            if batched:
-                return rollout_batched(model, env, plan, goal_fn, spec, progress=bar)
-            one = [rollout_reference(model, env, target, goal_fn, spec, seed, progress=bar) for target, seed in plan]
-    finally:
-        env.close()
-    success = [s for _, _, s in one]
-    return Episodes(np.array([r for r, _, _ in one]), np.array([n for _, n, _ in one], dtype=np.int64),
-                    None if success[0] is None else np.array(success, dtype=bool))  # fmt: skip
-
-
-def _reference(env_id: str, ref_min: float | None, ref_max: float | None) -> tuple[float, float] | None:
-    """(random, expert) returns for the normalized score: the given ones, else D4RL's for the task."""
-    if ref_min is not None and ref_max is not None:
-        return float(ref_min), float(ref_max)
-    return ref_scores(env_id)
-
-
-def summarize(target: float, eps: Episodes, ref: tuple[float, float] | None) -> dict:
-    """JSON-ready per-target results: raw lists plus mean and std (population std, ddof=0)."""
-    out = {
-        "target": float(target),
-        "returns": [float(r) for r in eps.returns],
-        "lengths": [int(n) for n in eps.lengths],
-        "return_mean": float(np.mean(eps.returns)),
-        "return_std": float(np.std(eps.returns)),
-        "length_mean": float(np.mean(eps.lengths)),
-    }
-    if ref is not None:
-        scores = normalize(eps.returns, *ref)
-        out.update(
-            normalized=[float(s) for s in scores],
-            normalized_mean=float(np.mean(scores)),
-            normalized_std=float(np.std(scores)),
-        )
-    if eps.success is not None:
-        out["success_rate"] = float(np.mean(eps.success))
-    return out
-
-
-def target_key(target: float) -> str:
-    """3600.0 -> '3600': the JSON key of a target."""
-    return f"{target:g}"
-
-
-def evaluate(
-    model,
-    env_id: str,
-    targets: Sequence[float] | None = None,
-    *,
-    episodes: int = 10,
-    seed: int = 0,
-    state_mean: np.ndarray,
-    state_std: np.ndarray,
-    reward_scale: float = 1000.0,
-    context_len: int = 20,
-    max_ep_len: int = 1000,
-    max_steps: int | None = None,
-    delayed: bool = False,
-    device: str = "cpu",
-    ref_min: float | None = None,
-    ref_max: float | None = None,
-    goal_fn: GoalFn | None = None,
-    batched: bool = True,
-    vector: str = DEFAULT_VECTOR,
-    workers: int = 1,
-    progress: bool = True,
-) -> dict:
-    """Evaluate ``model`` for each target return; episode i of every target uses seed + i.
-
-    Every target's episodes run together, one vector env of len(targets) x ``episodes`` (module
-    docstring); the results per target are those of a batch of ``episodes`` for that target alone.
-    ``max_ep_len`` is the model's timestep limit (timesteps are clipped to max_ep_len - 1);
-    ``max_steps`` caps an episode's length (default max_ep_len). ``goal_fn`` defaults to the
-    return-to-go (spec) with ``reward_scale`` and ``delayed``. ``workers`` > 1 splits the batched
-    episodes over that many forked CPU processes (module docstring). Returns a JSON-ready dict with one
-    entry per target under "targets" (see ``summarize``) and the best target's normalized score.
-    """
-    from tqdm.auto import tqdm
-
-    if episodes < 1:
-        raise DtdError(f"evaluation: episodes must be >= 1, got {episodes}")
-    if workers < 1:
-        raise DtdError(f"evaluation: workers must be >= 1, got {workers}")
-    targets = list(target_returns(env_id) if targets is None else targets)
-    if not targets:
-        raise DtdError("evaluation: no target returns given")
-    if not all(math.isfinite(t) for t in targets):
-        raise DtdError(f"evaluation: target returns must be finite numbers, got {targets}")
-    plan = [(float(t), seed + i) for t in targets for i in range(episodes)]  # target k: plan[k*E : (k+1)*E]
-    workers = min(workers, len(plan)) if batched else 1
-    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
-        warnings.warn("evaluation: workers need the 'fork' start method (not available here); using one process")
-        workers = 1
-    max_steps = max_ep_len if max_steps is None else max_steps
-    goal_fn = ReturnToGo(reward_scale, delayed) if goal_fn is None else goal_fn
-    spec = RolloutSpec(
-        np.asarray(state_mean, dtype=np.float32).reshape(-1), np.asarray(state_std, dtype=np.float32).reshape(-1),
-        context_len, max_ep_len, max_steps, device,
-    )  # fmt: skip
-    ref = _reference(env_id, ref_min, ref_max)
-    start = time.perf_counter()  # the timing includes making the environments
-    if workers > 1:
-        desc = f"eval {env_id} ({len(plan)} episodes, {workers} workers)"
-        with tqdm(desc=desc, unit="step", disable=not progress, leave=False) as bar:
-            eps = rollout_workers(model, env_id, vector, plan, goal_fn, spec, workers, bar)
-    else:
-        eps = _rollout_here(model, env_id, plan, goal_fn, spec, batched, vector, progress)
-    runs = [_take(eps, k * episodes, (k + 1) * episodes) for k in range(len(targets))]
-    results, env_steps = {}, 0
-    for target, eps in zip(targets, runs):
-        results[target_key(target)] = summarize(target, eps, ref)
-        env_steps += int(eps.lengths.sum())
-    seconds = time.perf_counter() - start
-    out = {
-        "env_id": env_id,
-        "episodes": episodes,
-        "seed": seed,
-        "reward_scale": reward_scale,
-        "delayed": delayed,
-        "context_len": context_len,
-        "max_ep_len": max_ep_len,
-        "max_steps": max_steps,
-        "batched": batched,
-        "workers": workers,
-        "ref_scores": None if ref is None else list(ref),  # (random, expert) returns behind "normalized"
-        "targets": results,
-        "env_steps": env_steps,
-        "seconds": seconds,
-        "env_steps_per_s": env_steps / max(seconds, 1e-9),
-    }
-    key = "normalized_mean" if ref is not None else "return_mean"
-    best = max(results, key=lambda k: results[k][key])
-    out.update(best_target=best, best_score=results[best][key], score_kind=key.removesuffix("_mean"))
-    return out
-
-
-def evaluate_reference(model, env_id: str, targets: Sequence[float] | None = None, **kwargs) -> dict:
-    """The naive path (one episode at a time, window rebuilt each step), for timing and checks."""
-    return evaluate(model, env_id, targets, batched=False, **kwargs)
-
-
-def evaluate_run(
-    model,
-    ckpt: dict,
-    *,
-    episodes: int | None = None,
-    targets: Sequence[float] | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: bool = True,
-    **overrides,
-) -> dict:
-    """Evaluate a run's model with the settings its checkpoint recorded (config, data statistics).
-
-    The environment is the config's ``env_id`` (training fills it in), else the dataset's. Reference
-    returns are the dataset's (as during training): the checkpoint's ``ref_min_score``/``ref_max_score``
-    when it records them, else read from the dataset; D4RL's for the task when the dataset has none
-    or cannot be loaded here (a warning says so; the result's "ref_scores" records which were used).
-    """
-    from dtd.evaluation.goals import goal_fn_for
-
-    config = ckpt.get("config") or {}
-    env_id = config.get("env_id") or ckpt.get("env_id")
-    ref_min, ref_max = ckpt.get("ref_min_score"), ckpt.get("ref_max_score")
-    if not env_id or ref_min is None or ref_max is None:
-        # training normalised with the dataset's own reference returns: only the dataset has them
-        from dtd.data.loaders import load_dataset
-
-        try:
-            data = load_dataset(config.get("dataset", ""))
-        except DtdError as exc:
-            if not env_id:
-                raise
-            warnings.warn(f"{exc}; normalized scores use D4RL's reference returns for {env_id}")
-        else:
-            env_id = env_id or data.env_id
-            ref_min, ref_max = data.ref_min_score, data.ref_max_score
-        if not env_id:
-            raise DtdError(f"{data.name}: the dataset names no environment; set env_id in the run's config")
-    kwargs = ckpt.get("model_kwargs") or {}
-    settings = dict(
-        episodes=episodes or config.get("eval_episodes") or 10,
-        seed=seed,
-        state_mean=ckpt["state_mean"],
-        state_std=ckpt["state_std"],
-        reward_scale=ckpt.get("reward_scale", config.get("reward_scale", 1000.0)),
-        context_len=kwargs.get("context_len", config.get("context_len", 20)),
-        max_ep_len=kwargs.get("max_ep_len", config.get("max_ep_len", 1000)),
-        max_steps=config.get("eval_max_steps") or None,
-        delayed=bool(config.get("delayed", False)),
-        device=device,
-        ref_min=ref_min,
-        ref_max=ref_max,
-        progress=progress,
-        goal_fn=goal_fn_for(config, ckpt["state_mean"], ckpt["state_std"], device),  # None: return-to-go
-    )
-    settings.update(overrides)
-    return evaluate(model, env_id, targets or config.get("eval_targets") or None, **settings)
-
-
-def format_table(result: dict) -> str:
-    """A plain-text table of one evaluate() result: a row per target."""
-    rows = [f"{result['env_id']}: {result['episodes']} episodes per target, seeds {result['seed']}.."
-            f"{result['seed'] + result['episodes'] - 1}"]  # fmt: skip
-    rows.append(f"{'target':>8}  {'return':>18}  {'normalized':>14}  {'length':>7}")
-    for key, t in result["targets"].items():
-        norm = f"{t['normalized_mean']:6.1f} ± {t['normalized_std']:5.1f}" if "normalized_mean" in t else "—"
-        rows.append(f"{key:>8}  {t['return_mean']:9.1f} ± {t['return_std']:6.1f}  {norm:>14}  {t['length_mean']:7.1f}")
-    return "\n".join(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from dtd.config import parse_bool
 from dtd.errors import DtdError
 from dtd.models.bc import BCConfig, BCModel
 from dtd.models.dt import DecisionTransformer, DTConfig
@@ -71,10 +72,9 @@ def _coerce(model: str, key: str, value, default):
         return value
     try:
         if isinstance(default, bool):
-            return {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
-                    "off": False}[value.strip().lower()]
+            return parse_bool(value)
         return type(default)(value)
-    except (KeyError, ValueError):
+    except ValueError:
         raise DtdError(f"model {model}: {key}={value!r} is not a valid {type(default).__name__}") from None
 
 

@@ -141,8 +141,8 @@ def dropout_(x: Tensor, p: float) -> Tensor:
 
 class Dropout(nn.Module):
     """``nn.Dropout`` (iid keep mask, inverted scaling, no parameters: the same state-dict) whose CPU
-    mask comes from ``keep_mask``: 2.5 ns per element on the 2-core dev box, against 3.8 for a
-    ``rand_like`` mask and 6.9 for ``bernoulli_``. Other devices use torch's fused dropout."""
+    mask comes from ``keep_mask``, the cheapest CPU mask we measured (BENCHMARKS.md, "Design choices").
+    Other devices use torch's fused dropout."""
 
     def __init__(self, p: float = 0.1):
         super().__init__()

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from dtd.device import activate, resolve_device
+
 
 @dataclass
 class Dist:
@@ -35,8 +37,6 @@ def init_distributed(device: str) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    from dtd.device import resolve_device
-
     dist_info = Dist(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     gpu = resolve_device(device, dist_info.local_rank).startswith("cuda")  # a bad device fails before joining
     if not dist.is_initialized():
@@ -49,7 +49,6 @@ def rank_device(device: str, info: Dist) -> str:
 
     With several ranks an index-less cuda becomes cuda:LOCAL_RANK; alone, torch's current device.
     """
-    from dtd.device import activate, resolve_device
 
     resolved = resolve_device(device, info.local_rank if info.enabled else None)
     activate(resolved)

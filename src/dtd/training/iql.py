@@ -7,7 +7,7 @@ One step on a batch of transitions (s, a, r, s', done), states normalised with t
   targets: Polyak averaging with rate tau.
 The run folder mirrors `dtd train`: config.yaml, metrics.jsonl, tb/, checkpoints/last.pt (atomic).
 At the end the value of every dataset state gives the range (large, small) the goal scaling uses,
-stored in the checkpoint with the state statistics, so `load_critic` needs nothing else.
+stored in the run record with the state statistics, so `dtd.runs.load_critic` needs nothing else.
 """
 
 from __future__ import annotations
@@ -15,37 +15,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
+from dtd import paths, runs
+from dtd.config import IQLConfig, check_iql_config, save_yaml
+from dtd.data.loaders import load_dataset
+from dtd.device import activate, resolve_device
 from dtd.errors import DtdError
-from dtd.training import checkpoint as ckpt_io
-
-
-@dataclass
-class IQLConfig:
-    dataset: str
-    steps: int = 20000
-    batch_size: int = 256
-    lr: float = 3e-4
-    discount: float = 0.99
-    expectile: float = 0.7
-    temperature: float = 3.0  # actor's advantage temperature (beta)
-    tau: float = 0.005  # Polyak rate of the target Qs
-    hidden: int = 256
-    n_layers: int = 3
-    reward_scale: float = 1.0  # r' = reward_scale * r + reward_shift (IQL uses r - 1 on AntMaze)
-    reward_shift: float = 0.0
-    log_every: int = 200
-    ckpt_every: int = 5000
-    seed: int = 0
-    device: str = "cpu"
-    out_dir: str = "runs"
-    run_name: str = ""
+from dtd.models.iql import IQL, IQLNetConfig, ValueCritic, expectile_loss
+from dtd.runs import Checkpoint, RunInfo
 
 
 def transitions(dataset, reward_scale: float = 1.0, reward_shift: float = 0.0) -> dict[str, np.ndarray]:
@@ -73,10 +56,6 @@ def transitions(dataset, reward_scale: float = 1.0, reward_shift: float = 0.0) -
 
 def iql_losses(model, batch: dict, discount: float, expectile: float, temperature: float) -> dict:
     """The three IQL losses on one batch of tensors s (B,S), a (B,A), r (B,), s2 (B,S), d (B,)."""
-    import torch
-
-    from dtd.models.iql import expectile_loss
-
     with torch.no_grad():
         q_targ = model.target_q(batch["s"], batch["a"])  # (B,)
         next_v = model.v(batch["s2"])  # (B,)
@@ -92,16 +71,9 @@ def iql_losses(model, batch: dict, discount: float, expectile: float, temperatur
 
 def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Path:
     """Train IQL on cfg.dataset into cfg.out_dir/run_name; returns the run folder."""
-    import torch
-
-    from dtd import paths
-    from dtd.data.loaders import load_dataset
-    from dtd.device import activate, resolve_device
-    from dtd.models.iql import IQL, IQLNetConfig
-
     check_iql_config(cfg)
     device = resolve_device(cfg.device)
-    name = cfg.run_name or f"iql-{Path(cfg.dataset.replace('/', '-')).stem}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = cfg.run_name or paths.auto_run_name("iql", cfg.dataset, cfg.seed)
     hint = "use --force to overwrite it"
     paths.check_run_target(cfg.out_dir, name, force, hint)  # before any work; created only after loading
     activate(device)
@@ -135,53 +107,21 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
     return run_dir
 
 
-def check_iql_config(cfg: IQLConfig) -> None:
-    """Every IQL setting in range (floats finite) before any work: one DtdError naming the flag."""
-    from dtd.paths import check_run_name
-
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise DtdError(f"iql: --{f.name.replace('_', '-')} must be finite, got {value}")
-    for name in ("discount", "expectile"):
-        if not 0.0 < getattr(cfg, name) < 1.0:
-            raise DtdError(f"iql: --{name} must be in (0, 1), got {getattr(cfg, name)}")
-    if not 0.0 < cfg.tau <= 1.0:
-        raise DtdError(f"iql: --tau must be in (0, 1], got {cfg.tau}")
-    if cfg.lr <= 0 or cfg.temperature < 0:
-        raise DtdError(f"iql: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}")
-    for name in ("steps", "batch_size", "hidden", "n_layers"):
-        if getattr(cfg, name) < 1:
-            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("log_every", "ckpt_every", "seed"):
-        if getattr(cfg, name) < 0:
-            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.run_name:
-        check_run_name(cfg.run_name, "--run-name")
-
-
 def _train_loop(cfg: IQLConfig, run_dir: Path, model, opts: dict, tensors: dict, n: int, rng, dataset, mean, std,
                 net_cfg, progress: bool) -> None:
     """The IQL steps, logs and checkpoints of train_iql, inside its run folder."""
-    import torch
-    import yaml
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    os.replace(tmp, run_dir / ckpt_io.CONFIG_FILE)
+    save_yaml(cfg, run_dir / paths.CONFIG_FILE)
     metrics = open(run_dir / "metrics.jsonl", "a")
     tb = SummaryWriter(str(run_dir / "tb"))
 
     def save(step: int, large: float | None = None, small: float | None = None) -> None:
-        state = {
-            "model": model.state_dict(), "model_name": "iql", "model_kwargs": dataclasses.asdict(net_cfg),
-            "state_mean": mean, "state_std": std, "config": dataclasses.asdict(cfg), "step": step,
-            "optimizer": {k: o.state_dict() for k, o in opts.items()}, "value_large": large, "value_small": small,
-        }  # fmt: skip
-        ckpt_io.save_checkpoint(state, run_dir / ckpt_io.CKPT_DIR / ckpt_io.LAST)
+        refs = None if dataset.ref_min_score is None or dataset.ref_max_score is None else (
+            float(dataset.ref_min_score), float(dataset.ref_max_score))
+        info = RunInfo("iql", dataclasses.asdict(net_cfg), cfg, mean, std, dataset.env_id, refs, "", cfg.dataset, step,
+                       None if large is None else (large, small))
+        optimizer = {k: o.state_dict() for k, o in opts.items()}
+        runs.save_checkpoint(Checkpoint(info, model.state_dict(), optimizer), run_dir / paths.CKPT_DIR / runs.LAST)
 
     try:
         sums: dict[str, float] = {}
@@ -216,24 +156,6 @@ def _train_loop(cfg: IQLConfig, run_dir: Path, model, opts: dict, tensors: dict,
         metrics.close()
         tb.close()
 
-    from dtd.models.iql import ValueCritic
-
     values = ValueCritic(model, mean, std, 0.0, 1.0, str(device)).values(
         np.concatenate([ep.observations for ep in dataset.episodes]))
     save(cfg.steps, float(values.max()), float(values.min()))
-
-
-def load_critic(path: str | Path, device: str = "cpu"):
-    """A ValueCritic from a `dtd iql train` run folder or its checkpoint file."""
-    from dtd.models.iql import IQL, IQLNetConfig, ValueCritic
-
-    path = Path(path)
-    file = path / ckpt_io.CKPT_DIR / ckpt_io.LAST if path.is_dir() else path
-    ckpt = ckpt_io.load_checkpoint(file, map_location=device)
-    if ckpt.get("model_name") != "iql":
-        raise DtdError(f"{path}: not an IQL critic (model {ckpt.get('model_name')!r}); train one with `dtd iql train`")
-    if ckpt.get("value_large") is None:
-        raise DtdError(f"{path}: the IQL run did not finish (no value range in its checkpoint)")
-    model = IQL(IQLNetConfig(**ckpt["model_kwargs"]))
-    model.load_state_dict(ckpt["model"])
-    return ValueCritic(model, ckpt["state_mean"], ckpt["state_std"], ckpt["value_large"], ckpt["value_small"], device)

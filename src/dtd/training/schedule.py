@@ -25,7 +25,7 @@ def make_scheduler(optimizer, warmup_steps: int):
 
 def make_optimizer(params, lr: float, weight_decay: float, device: str = "cpu"):
     """AdamW; torch's fused kernel on CPU and CUDA: the same update, one pass over all parameters
-    instead of a dozen per-tensor op loops (DTd on 2 CPU cores: 10 -> 2.4 ms per step)."""
+    instead of a dozen per-tensor op loops (timings: BENCHMARKS.md, "Design choices")."""
     import torch
 
     fused = torch.device(device).type in ("cpu", "cuda")

@@ -2,7 +2,7 @@
 
 data (SequenceSampler) -> model (build_model) -> masked MSE on the valid actions (+ waypoint loss)
 -> AdamW with the spec's warm-up/decay schedule and gradient clipping -> metrics.jsonl, TensorBoard,
-periodic evaluation in the simulator (dtd.evaluation.rollout.evaluate) and atomic checkpoints.
+periodic evaluation in the simulator (dtd.evaluation.evaluate) and atomic checkpoints (dtd.runs).
 
 Resuming restores model, optimiser, scheduler and every RNG (python, numpy, torch, each rank's
 sampler) from the last checkpoint, so an interrupted-then-resumed run ends with exactly the weights
@@ -11,6 +11,7 @@ of an uninterrupted one. Under torchrun each rank samples with seed + rank and r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,11 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from dtd import paths
+from dtd import goals, paths, runs
+from dtd.config import TrainConfig, save_yaml
+from dtd.data.loaders import load_dataset
+from dtd.data.sampler import SequenceSampler
+from dtd.device import resolve_device
+from dtd.envs import check_env_compat
 from dtd.errors import DtdError
-from dtd.training import checkpoint as ckpt_io
-from dtd.training import ddp
-from dtd.training.config import TrainConfig, config_from_dict, save_yaml
+from dtd.evaluation import EvalSettings, evaluate
+from dtd.models import build_model
+from dtd.runs import Checkpoint, RunInfo
+from dtd.training import ddp, rng
+from dtd.training.probe import probe_batch, shuffle_probe
+from dtd.training.schedule import make_optimizer, make_scheduler
 
 METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
@@ -61,39 +70,33 @@ def train(cfg: TrainConfig, force: bool = False, progress: bool = True) -> Train
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Continue a run from its last checkpoint; only `steps` and `device` may be overridden."""
-    path = ckpt_io.find_checkpoint(run_dir)
-    ckpt = ckpt_io.load_checkpoint(path)
-    cfg = config_from_dict(dict(ckpt["config"]), str(path))
+    path = runs.find_checkpoint(run_dir)
+    ckpt = runs.read_checkpoint(path)
+    if not isinstance(ckpt.info.config, TrainConfig):
+        raise DtdError(f"{run_dir}: not a `dtd train` run (model {ckpt.info.model_name}); it cannot be resumed here")
+    cfg = dataclasses.replace(ckpt.info.config)
     for key, value in (overrides or {}).items():
         if key not in RESUMABLE:
             raise DtdError(f"--resume continues the saved config; only {', '.join(RESUMABLE)} may be changed, "
                            f"not {key}")
         setattr(cfg, key, value)
     cfg.check_ranges()
-    if ckpt["step"] >= cfg.steps:
-        raise DtdError(f"{run_dir}: already trained for {ckpt['step']} of {cfg.steps} steps (pass --steps N to extend)")
+    if ckpt.info.step >= cfg.steps:
+        raise DtdError(f"{run_dir}: already trained for {ckpt.info.step} of {cfg.steps} steps (pass --steps N to extend)")
     return _run(cfg, ckpt, False, progress, run_dir=Path(run_dir) if Path(run_dir).is_dir() else path.parents[1])
 
 
 # ---- the loop ---------------------------------------------------------------------------------
 
 
-def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_dir: Path | None = None) -> TrainResult:
+def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool, run_dir: Path | None = None) -> TrainResult:
     import torch
     from tqdm.auto import tqdm
-
-    from dtd.data.loaders import check_env_compat, load_dataset
-    from dtd.data.sampler import SequenceSampler
-    from dtd.device import resolve_device
-    from dtd.evaluation import goals
-    from dtd.models import build_model, rebuild_model
-    from dtd.training.probe import probe_batch, shuffle_probe
-    from dtd.training.schedule import make_optimizer, make_scheduler
 
     cfg.check_ranges()
     resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp_world() > 1 else None)
     if ckpt is None:  # where the run goes: checked (not created) before any work
-        name = cfg.run_name or _auto_name(cfg)
+        name = cfg.run_name or paths.auto_run_name(cfg.preset or cfg.model, cfg.dataset, cfg.seed)
         paths.check_run_target(cfg.out_dir, name, force, _exists_hint(Path(cfg.out_dir) / name))
         cfg.run_name = name
     else:
@@ -118,16 +121,19 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
         if ckpt is None:
             state_mean, state_std = dataset.state_stats()
         else:
-            state_mean, state_std = np.asarray(ckpt["state_mean"]), np.asarray(ckpt["state_std"])
-        # maze / IQL value goals: per-step tokens written into the episodes (dtd.evaluation.goals)
-        dataset = goals.with_goals(dataset, cfg.goal, state_mean, state_std,
-                                   goals.critic_for(cfg.goal, cfg.critic, device))
+            state_mean, state_std = ckpt.info.state_mean, ckpt.info.state_std
+        # maze / IQL value goals: per-step tokens written into the episodes (dtd.goals)
+        critic = runs.load_critic(cfg.critic, device) if cfg.goal == "iql" else None
+        dataset = goals.with_goals(dataset, cfg.goal, state_mean, state_std, critic)
+        goal_fn = goals.make_goal_fn(cfg.goal, state_mean, state_std, critic)  # None: return-to-go
         sampler = SequenceSampler(dataset, cfg.context_len, cfg.reward_scale, cfg.pct_traj, cfg.delayed,
                                   cfg.max_ep_len, seed=cfg.seed + dist.rank, state_mean=state_mean,
                                   state_std=state_std, goal="rtg" if cfg.goal == "rtg" else "episode")
         if cfg.goal == "maze":
             goals.add_waypoints(sampler, cfg.waypoint)
         goal_dim = 1 if cfg.goal == "rtg" else int(dataset.goal_dim or 1)
+        ref_scores = None if dataset.ref_min_score is None or dataset.ref_max_score is None else (
+            float(dataset.ref_min_score), float(dataset.ref_max_score))  # what evaluation normalises with
 
         # ---- seeds, model, optimiser ----
         random.seed(cfg.seed + dist.rank)
@@ -137,23 +143,23 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
             model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
                                 cfg.context_len, **cfg.model_overrides())
         else:  # the model the run was started with, whatever today's defaults are
-            model = rebuild_model(ckpt["model_name"], ckpt["model_kwargs"])
+            model = runs.build(ckpt.info)
         model = model.to(device)
         model_kwargs = _model_kwargs(model)
         optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
         scheduler = make_scheduler(optimizer, cfg.warmup_steps)
         start = 0
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+            model.load_state_dict(ckpt.weights)
+            optimizer.load_state_dict(ckpt.optimizer)
+            scheduler.load_state_dict(ckpt.scheduler)
+            ranks = ckpt.rng_ranks
             if len(ranks) == dist.world_size:
-                ckpt_io.set_rng_state(ranks[dist.rank], sampler)
+                rng.set_rng_state(ranks[dist.rank], sampler)
             elif dist.is_main:
                 print(f"dtd: resuming with {dist.world_size} ranks a run saved with {len(ranks)}: "
                       "batches differ from an uninterrupted run")
-            start = int(ckpt["step"])
+            start = ckpt.info.step
         net = model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -172,32 +178,28 @@ def _run(cfg: TrainConfig, ckpt: dict | None, force: bool, progress: bool, run_d
         run_dir = ddp.broadcast_object(run_dir if dist.is_main else None, dist)
         log = _Logger(run_dir, start, enabled=dist.is_main)
         if dist.is_main:
-            save_yaml(cfg, run_dir / ckpt_io.CONFIG_FILE)
+            save_yaml(cfg, run_dir / paths.CONFIG_FILE)
         result = TrainResult(run_dir, start, is_main=dist.is_main)
 
         def evaluate_now(step: int) -> None:
             if cfg.eval_episodes > 0 and dist.is_main:
-                out = _evaluate(model, cfg, state_mean, state_std, dataset, device, progress)
+                out = _evaluate(model, cfg, state_mean, state_std, ref_scores, goal_fn, device, progress)
                 result.evals[step] = out
                 log.eval(step, out)
             ddp.barrier(dist)
 
         def save(step: int) -> None:
-            rng = ddp.gather_objects(ckpt_io.get_rng_state(sampler), dist)
+            states = ddp.gather_objects(rng.get_rng_state(sampler), dist)
             if not dist.is_main:
                 return
-            state = {
-                "model": model.state_dict(), "model_name": cfg.model, "model_kwargs": model_kwargs,
-                "state_mean": np.asarray(state_mean, np.float32), "state_std": np.asarray(state_std, np.float32),
-                "reward_scale": cfg.reward_scale, "config": cfg.to_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng[0], "rng_ranks": rng, "step": step,
-                "world_size": dist.world_size,
-            }  # fmt: skip
-            folder = run_dir / ckpt_io.CKPT_DIR
-            ckpt_io.save_checkpoint(state, folder / ckpt_io.LAST)
+            info = RunInfo(cfg.model, model_kwargs, cfg, np.asarray(state_mean, np.float32),
+                           np.asarray(state_std, np.float32), cfg.env_id or None, ref_scores, cfg.goal, cfg.dataset, step)
+            folder = run_dir / paths.CKPT_DIR
+            runs.save_checkpoint(Checkpoint(info, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                                            states, dist.world_size), folder / runs.LAST)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:  # keep periodic copies too
                 tmp = folder / f"step_{step:07d}.pt.tmp"
-                shutil.copyfile(folder / ckpt_io.LAST, tmp)
+                shutil.copyfile(folder / runs.LAST, tmp)
                 os.replace(tmp, folder / f"step_{step:07d}.pt")
 
         probe = probe_batch(sampler, cfg.seed, device) if cfg.probe_steps and dist.is_main else None
@@ -294,8 +296,6 @@ def masked_mse(pred, target, mask):
 
 def _model_kwargs(model) -> dict[str, Any]:
     """What build_model needs to rebuild this model: its config's fields."""
-    import dataclasses
-
     return dataclasses.asdict(model.config)
 
 
@@ -307,31 +307,19 @@ def _exists_hint(path: Path) -> str:
     return f"use --resume {path} to continue it, or --force to overwrite"
 
 
-def _auto_name(cfg: TrainConfig) -> str:
-    """<preset or model>-<dataset>-s<seed>-<timestamp>: unique, so repeated runs never collide."""
-    what = (cfg.preset or cfg.model).replace("/", "-")
-    data = cfg.dataset.replace("embedded:", "embedded-").replace("/", "-").replace("+", "_")
-    data = Path(data).stem if os.sep in cfg.dataset else data
-    return f"{what}-{data}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _evaluate(model, cfg: TrainConfig, state_mean, state_std, dataset, device: str, progress: bool) -> dict:
+def _evaluate(model, cfg: TrainConfig, state_mean, state_std, ref_scores, goal_fn, device: str, progress: bool) -> dict:
     """Simulator episodes for every target in one batched rollout, without touching the training RNG."""
-    from dtd.evaluation.goals import goal_fn_for
-    from dtd.evaluation.rollout import evaluate
-
     was_training = model.training
     model.eval()
     try:
-        with ckpt_io.preserved_rng():
-            return evaluate(
-                model, cfg.env_id, cfg.eval_targets or None, episodes=cfg.eval_episodes, seed=cfg.seed,
+        with rng.preserved_rng():
+            return evaluate(model, EvalSettings(
+                env_id=cfg.env_id, targets=cfg.eval_targets or None, episodes=cfg.eval_episodes, seed=cfg.seed,
                 state_mean=state_mean, state_std=state_std, reward_scale=cfg.reward_scale,
                 context_len=cfg.context_len, max_ep_len=cfg.max_ep_len, max_steps=cfg.eval_max_steps or None,
-                delayed=cfg.delayed, device=device, ref_min=dataset.ref_min_score, ref_max=dataset.ref_max_score,
-                goal_fn=goal_fn_for(cfg.to_dict(), state_mean, state_std, device), progress=progress,
+                delayed=cfg.delayed, device=device, ref_scores=ref_scores, goal_fn=goal_fn, progress=progress,
                 workers=cfg.eval_workers if device == "cpu" else 1,
-            )  # fmt: skip
+            ))  # fmt: skip
     finally:
         model.train(was_training)
 
@@ -345,16 +333,14 @@ def eval_scores(out: dict) -> dict[str, dict[str, float]]:
 def _eval_summary(result: TrainResult, cfg: TrainConfig) -> dict:
     """eval.json: the final evaluation (evaluate's dict) plus the step, and the untrained model's scores."""
     last = max(result.evals)
-    out = dict(result.evals[last], step=last, checkpoint=f"{ckpt_io.CKPT_DIR}/{ckpt_io.LAST}")
+    out = dict(result.evals[last], step=last, checkpoint=f"{paths.CKPT_DIR}/{runs.LAST}")
     if 0 in result.evals and last != 0:
         out["untrained"] = result.evals[0]
     return out
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    paths.write_text_atomic(path, json.dumps(data, indent=1))
 
 
 class _Logger:
@@ -373,9 +359,7 @@ class _Logger:
         self.path = run_dir / METRICS
         if start and self.path.is_file():
             kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _line_step(ln) <= start]
-            tmp = self.path.with_name(METRICS + ".tmp")
-            tmp.write_text("".join(ln + "\n" for ln in kept))
-            os.replace(tmp, self.path)
+            paths.write_text_atomic(self.path, "".join(ln + "\n" for ln in kept))
         self.file = open(self.path, "a")
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
 

@@ -1,21 +1,28 @@
-"""The goals besides return-to-go (spec: "Goal = state value from IQL", "Maze navigation"), for
-training (per-step goal tokens written into the episodes, waypoint targets for the sampler) and for
-evaluation (GoalFn objects that recompute the token from each new observation).
+"""Goals: the token a sequence model is conditioned on, at training time and online.
 
+Each goal kind has two halves that must agree: a training-time writer (the per-step tokens the
+sampler reads) and an online updater (a ``GoalFn``: reset from the target and the first
+observations, update after every step), used by evaluation and ``dtd.Policy``.
+
+- ``rtg``: return-to-go / reward_scale. The sampler computes it (dtd.data.sampler); ``ReturnToGo``
+  starts at target / scale and falls by each reward / scale (constant in delayed mode).
 - ``maze``: token = concat(normalised xy now, normalised goal xy) (G = 4). xy is state[:2] and the
   goal xy state[-2:] in the maze state layout (dtd.data.maze); both are normalised with the
-  dataset's xy mean/std, so the token needs nothing beyond the checkpoint's state statistics.
+  dataset's xy mean/std, so the token needs nothing beyond the run's state statistics.
   Waypoint target at t = normalised xy at min(t + waypoint, T - 1).
 - ``iql``: token = (large - V(s)) / (large - small) clipped to [0, 1] (G = 1) with an IQL critic
-  (dtd.training.iql); at evaluation the first token is 1, the next ones come from the critic.
+  (dtd.models.iql.ValueCritic, loaded by dtd.runs.load_critic); online, the first token is 1, the
+  next ones come from the critic.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
+from dtd.data.episodes import Episode, EpisodeDataset
 from dtd.errors import DtdError
-from dtd.models.iql import scale_values  # noqa: F401  (re-exported: the value-goal scaling)
 
 GOAL_KINDS = ("rtg", "maze", "iql")
 
@@ -39,8 +46,6 @@ def waypoint_targets(obs: np.ndarray, state_mean: np.ndarray, state_std: np.ndar
 def with_goals(dataset, kind: str, state_mean: np.ndarray, state_std: np.ndarray, critic=None):
     """A copy of ``dataset`` whose Episode.goals are the goal tokens of ``kind`` (maze or iql), for
     SequenceSampler(goal="episode"); rtg returns the dataset as it is."""
-    from dtd.data.episodes import Episode, EpisodeDataset
-
     if kind == "rtg":
         return dataset
     if kind == "maze":
@@ -62,6 +67,47 @@ def add_waypoints(sampler, ahead: int = 3) -> None:
     """Add the ``waypoints`` (B, K, 2) key to a SequenceSampler's batches (its kept episodes)."""
     sampler.add_key("waypoints", [waypoint_targets(ep.observations, sampler.state_mean, sampler.state_std, ahead)
                                   for ep in sampler.episodes])
+
+
+class GoalFn(Protocol):
+    """The goal signal of a rollout, for N episodes at once (arrays, no per-episode loops).
+
+    ``reset`` gives the first goal from the target and the first observations; ``update`` gives the
+    next goal after a step from the goal, the reward and the next observation. Goals are float64 here
+    and cast to float32 when they enter the model window.
+    """
+
+    goal_dim: int
+
+    def reset(self, target: float, obs: np.ndarray) -> np.ndarray:  # obs (N, S) -> (N, G)
+        ...
+
+    def update(self, goal: np.ndarray, reward: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        ...  # goal (N, G), reward (N,), next_obs (N, S) -> (N, G)
+
+
+class ReturnToGo:
+    """Return-to-go goal: starts at target/scale and falls by reward/scale each step.
+
+    Delayed mode keeps it at target/scale for the whole episode. The delayed sampler moves an
+    episode's whole return onto its last step, so every training window's return-to-go equals the
+    episode return until that final step; the matching evaluation signal is the constant target
+    (no reward is "collected" before the episode ends).
+    """
+
+    goal_dim = 1
+
+    def __init__(self, reward_scale: float = 1000.0, delayed: bool = False):
+        self.reward_scale = float(reward_scale)
+        self.delayed = delayed
+
+    def reset(self, target: float, obs: np.ndarray) -> np.ndarray:
+        return np.full((len(obs), 1), target / self.reward_scale, dtype=np.float64)
+
+    def update(self, goal: np.ndarray, reward: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+        if self.delayed:
+            return goal
+        return goal - (np.asarray(reward, dtype=np.float64) / self.reward_scale)[:, None]
 
 
 class MazeGoal:
@@ -94,10 +140,6 @@ class ValueGoal:
         return self.critic.goal_tokens(next_obs)[:, None]
 
 
-def goal_dim(kind: str) -> int:
-    return {"rtg": 1, "maze": 4, "iql": 1}[check_kind(kind)]
-
-
 def check_kind(kind: str) -> str:
     if kind not in GOAL_KINDS:
         raise DtdError(f"goal: unknown goal {kind!r} (choose from {', '.join(GOAL_KINDS)})")
@@ -114,20 +156,3 @@ def make_goal_fn(kind: str, state_mean: np.ndarray, state_std: np.ndarray, criti
             raise DtdError("goal 'iql': no critic given (set `critic:` to a `dtd iql train` run or checkpoint)")
         return ValueGoal(critic)
     return None
-
-
-def critic_for(kind: str, critic_path: str, device: str = "cpu"):
-    """The IQL critic a run's `critic:` field names (a `dtd iql train` run folder or checkpoint), or None."""
-    if check_kind(kind) != "iql":
-        return None
-    if not critic_path:
-        raise DtdError("goal 'iql': set `critic:` to a `dtd iql train` run folder or checkpoint")
-    from dtd.training.iql import load_critic
-
-    return load_critic(critic_path, device)
-
-
-def goal_fn_for(cfg: dict, state_mean: np.ndarray, state_std: np.ndarray, device: str = "cpu"):
-    """The evaluation GoalFn of a run's config (a TrainConfig dict); None means return-to-go."""
-    kind = cfg.get("goal", "rtg")
-    return make_goal_fn(kind, state_mean, state_std, critic_for(kind, cfg.get("critic", ""), device))

@@ -1,4 +1,4 @@
-"""TrainConfig: every hyperparameter of a training run in one typed dataclass.
+"""TrainConfig and IQLConfig: every hyperparameter of a training run, in typed dataclasses.
 
 A run's config comes from three layers, later ones winning: the dataclass defaults (which are the
 main job: the default DTd on the embedded dataset, sized for a 2-core CPU), a YAML preset or file
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from dtd.errors import DtdError
+from dtd.paths import check_run_name, write_text_atomic
 
-CONFIGS_DIR = Path(__file__).resolve().parents[3] / "configs"  # the repository's presets
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # package data: works from a pip install too
 EMBEDDED_DATASET = "embedded:hopper"  # == dtd.data.loaders.EMBEDDED_DATASET (not imported: numpy-free here)
 
 
@@ -73,7 +73,7 @@ class TrainConfig:
     eval_max_steps: int = 0  # cap on episode length at evaluation; 0 = max_ep_len
     eval_untrained: bool = True  # evaluate the freshly initialised model too (step 0)
     probe_steps: list[int] = field(default_factory=list)  # log the shuffled-input probe at these steps
-    eval_workers: int = 1  # CPU processes sharing the episodes (forked); 2 on 2 cores: ~1.3x the env steps/s
+    eval_workers: int = 1  # CPU processes sharing the episodes (forked; same returns; see BENCHMARKS.md)
     # --- run ---
     seed: int = 0
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
@@ -112,9 +112,52 @@ class TrainConfig:
         if any(s < 1 for s in self.probe_steps):
             raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
         if self.run_name:
-            from dtd.paths import check_run_name
-
             check_run_name(self.run_name)
+
+
+@dataclass
+class IQLConfig:
+    dataset: str
+    steps: int = 20000
+    batch_size: int = 256
+    lr: float = 3e-4
+    discount: float = 0.99
+    expectile: float = 0.7
+    temperature: float = 3.0  # actor's advantage temperature (beta)
+    tau: float = 0.005  # Polyak rate of the target Qs
+    hidden: int = 256
+    n_layers: int = 3
+    reward_scale: float = 1.0  # r' = reward_scale * r + reward_shift (IQL uses r - 1 on AntMaze)
+    reward_shift: float = 0.0
+    log_every: int = 200
+    ckpt_every: int = 5000
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: str = "runs"
+    run_name: str = ""
+
+
+def check_iql_config(cfg: IQLConfig) -> None:
+    """Every IQL setting in range (floats finite) before any work: one DtdError naming the flag."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DtdError(f"iql: --{f.name.replace('_', '-')} must be finite, got {value}")
+    for name in ("discount", "expectile"):
+        if not 0.0 < getattr(cfg, name) < 1.0:
+            raise DtdError(f"iql: --{name} must be in (0, 1), got {getattr(cfg, name)}")
+    if not 0.0 < cfg.tau <= 1.0:
+        raise DtdError(f"iql: --tau must be in (0, 1], got {cfg.tau}")
+    if cfg.lr <= 0 or cfg.temperature < 0:
+        raise DtdError(f"iql: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}")
+    for name in ("steps", "batch_size", "hidden", "n_layers"):
+        if getattr(cfg, name) < 1:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("log_every", "ckpt_every", "seed"):
+        if getattr(cfg, name) < 0:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.run_name:
+        check_run_name(cfg.run_name, "--run-name")
 
 
 # Allowed values of the numeric fields: (as the error says it, test). nan fails every test.
@@ -189,6 +232,17 @@ def check_item(tp: type, value: Any) -> Any:
     raise ValueError
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def parse_bool(text: str) -> bool:
+    """The one bool spelling dtd accepts on the command line and in model options; ValueError otherwise."""
+    try:
+        return _BOOLS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"not a bool: {text!r}") from None
+
+
 def parse_text(name: str, text: str) -> Any:
     """A command-line string -> the typed value of field `name` (argparse `type=`)."""
     base, optional = _unwrap_optional(_HINTS[name])
@@ -196,12 +250,7 @@ def parse_text(name: str, text: str) -> Any:
         return None
     try:
         if base is bool:
-            low = text.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return parse_bool(text)
         item = typing.get_args(base)[0] if typing.get_origin(base) is list else base
         value = item(text)  # a list field gets one element here; argparse collects the list (nargs="*")
         if item is float and not math.isfinite(value):
@@ -218,23 +267,23 @@ FLOAT_FIELDS = tuple(name for name in FIELDS if _is_float_field(name))
 
 
 def resolve_preset(name_or_path: str) -> Path:
-    """A preset name (configs/NAME.yaml, e.g. 'hopper-medium-dtd' or 'ablation/hopper-medium-replay-c21')
+    """A preset name (./configs/NAME.yaml or the packaged dtd/presets/NAME.yaml, e.g. 'hopper-medium-dtd' or 'ablation/hopper-medium-replay-c21')
     or a YAML path -> the file."""
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    for root in (Path.cwd() / "configs", CONFIGS_DIR):
+    for root in (Path.cwd() / "configs", PRESETS_DIR):
         candidate = root / f"{name_or_path.removesuffix('.yaml')}.yaml"
         if candidate.is_file():
             return candidate
-    raise DtdError(f"--config {name_or_path}: no such file, and no preset of that name in {CONFIGS_DIR} "
-                   "(see configs/README.md)")
+    raise DtdError(f"--config {name_or_path}: no such file, and no preset of that name in {PRESETS_DIR} "
+                   "(see dtd/presets/README.md)")
 
 
 def preset_name(path: Path) -> str:
-    """configs/ablation/x.yaml -> 'ablation/x'; a file elsewhere -> its stem."""
+    """presets/ablation/x.yaml -> 'ablation/x'; a file elsewhere -> its stem."""
     try:
-        return path.resolve().relative_to(CONFIGS_DIR).with_suffix("").as_posix()
+        return path.resolve().relative_to(PRESETS_DIR).with_suffix("").as_posix()
     except ValueError:
         return path.stem
 
@@ -257,13 +306,8 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     for base in [bases] if isinstance(bases, str) else bases:
         base_path = path.parent / f"{base}.yaml" if (path.parent / f"{base}.yaml").is_file() else resolve_preset(base)
         merged.update(read_yaml(base_path, _seen + (path,)))
-    for key, value in data.items():
-        if key not in FIELDS:
-            raise DtdError(f"{path}: unknown field '{key}' (see `dtd train --help`)")
-        try:
-            merged[key] = check_value(key, value)
-        except ValueError as exc:
-            raise DtdError(f"{path}: field '{key}' {exc}") from None
+    merged.update(checked_fields(data, f"{path}: unknown field '{{}}' (see `dtd train --help`)",
+                                 f"{path}: field '{{}}' {{}}"))
     return merged
 
 
@@ -274,35 +318,34 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
         path = resolve_preset(config)
         values.update(read_yaml(path))
         values.setdefault("preset", preset_name(path))
-    for key, value in (overrides or {}).items():
-        if key not in FIELDS:
-            raise DtdError(f"config: unknown field '{key}'")
-        try:
-            values[key] = check_value(key, value)
-        except ValueError as exc:
-            raise DtdError(f"--{key} {exc}") from None
+    values.update(checked_fields(overrides or {}, "config: unknown field '{}'", "--{} {}"))
     return TrainConfig(**values)
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
     """A saved config (config.yaml / checkpoint) -> TrainConfig; unknown or mistyped fields are DtdErrors."""
-    try:
-        for key, value in data.items():
-            if key not in FIELDS:
-                raise DtdError(f"{source}: unknown field '{key}'")
-            data[key] = check_value(key, value)
-    except ValueError as exc:
-        raise DtdError(f"{source}: field '{key}' {exc}") from None
-    return TrainConfig(**data)
+    return TrainConfig(**checked_fields(data, f"{source}: unknown field '{{}}'", f"{source}: field '{{}}' {{}}"))
 
 
-def save_yaml(cfg: TrainConfig, path: Path) -> None:
-    """Write the full config atomically (temporary file, then rename)."""
+def checked_fields(values: dict[str, Any], unknown: str, wrong: str) -> dict[str, Any]:
+    """TrainConfig field values checked by type (the one check for YAML, overrides and saved configs);
+    `unknown`.format(key) and `wrong`.format(key, reason) are the DtdError messages."""
+    out = {}
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise DtdError(unknown.format(key))
+        try:
+            out[key] = check_value(key, value)
+        except ValueError as exc:
+            raise DtdError(wrong.format(key, exc)) from None
+    return out
+
+
+def save_yaml(cfg: TrainConfig | IQLConfig, path: Path) -> None:
+    """Write a run's full config (either trainer's) atomically: a run folder's config.yaml."""
     import yaml
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 # ---- argparse ---------------------------------------------------------------------------------
