@@ -321,14 +321,13 @@ def check_options(model: str, config_cls: type, options: Any, preset: dict | Non
     if not isinstance(options, dict):
         raise DtdError(f"model {model}: model_options must be a mapping of option: value, got {options!r}")
     known = option_types(config_cls)
+    options = {k: v for k, v in options.items() if v is not None}  # None: unset (old config.yaml writes them all)
     unknown = [str(k) for k in options if k not in known]
     if unknown:
         raise DtdError(f"model {model}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
                        f"(known: {', '.join(known)})")
     out = {}
     for key, value in options.items():
-        if value is None:
-            continue
         try:
             out[key] = (parse_item(known[key], value) if isinstance(value, OptionText)
                         else check_typed(known[key], value))
