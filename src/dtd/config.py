@@ -381,13 +381,14 @@ def _flag_type(name: str) -> Any:
 
 def model_options_help() -> str:
     """The model options per model, from the config classes (`dtd train --help`)."""
-    lines = ["model options (YAML: `model_options: {KEY: VALUE}` under `model:`; command line: "
-             "--model_opts KEY=VALUE ..., or the shortcuts --" + ", --".join(MODEL_FLAGS[:3]) + ", ...; "
-             "unset options take the model's default, shown here):"]
+    lines = [textwrap.fill("model options (YAML: `model_options: {KEY: VALUE}` under `model:`; command line: "
+                           "--model_opts KEY=VALUE ..., or the shortcuts --" + ", --".join(MODEL_FLAGS[:3]) + ", ...; "
+                           "unset options take the model's default, shown here):", 110, break_on_hyphens=False)]
     for name, (config_cls, preset) in CONFIGS.items():
         defaults = {**{f.name: f.default for f in dataclasses.fields(config_cls)}, **preset}
         text = " ".join(f"{key}={defaults[key]}" for key in option_types(config_cls))
-        lines.append(textwrap.fill(text, 110, initial_indent=f"  {name}: ", subsequent_indent=" " * 6))
+        lines.append(textwrap.fill(text, 110, initial_indent=f"  {name}: ", subsequent_indent=" " * 6,
+                                   break_on_hyphens=False))
     return "\n".join(lines)
 
 
