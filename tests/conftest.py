@@ -33,9 +33,11 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny_runs")
     small = dict(steps=3, batch_size=8, context_len=4, eval_episodes=0, eval_untrained=False, log_every=0,
-                 ckpt_every=0, out_dir=str(root), hidden_size=16, n_layer=1)
+                 ckpt_every=0, out_dir=str(root))
+    tiny = dict(hidden_size=16, n_layer=1)
     return {
-        "dt": train(TrainConfig(model="dt-small", run_name="dt", n_head=2, **small), progress=False).run_dir,
-        "dtd": train(TrainConfig(model="dtd", run_name="dtd", model_opts=["ff_dim=32", "join_ff_dim=32"], **small),
-                     progress=False).run_dir,
+        "dt": train(TrainConfig(model="dt-small", run_name="dt", model_options=dict(tiny, n_head=2), **small),
+                    progress=False).run_dir,
+        "dtd": train(TrainConfig(model="dtd", run_name="dtd", model_options=dict(tiny, ff_dim=32, join_ff_dim=32),
+                                 **small), progress=False).run_dir,
     }

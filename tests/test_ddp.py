@@ -18,8 +18,8 @@ def _worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     from dtd.config import TrainConfig
     from dtd.training.trainer import train
 
-    cfg = TrainConfig(dataset=data, hidden_size=16, n_layer=1, context_len=5, max_ep_len=64, batch_size=4,
-                      model_opts=["ff_dim=16", "join_ff_dim=16"], steps=6, warmup_steps=2, log_every=3,
+    cfg = TrainConfig(dataset=data, context_len=5, max_ep_len=64, batch_size=4,
+                      model_options=dict(hidden_size=16, n_layer=1, ff_dim=16, join_ff_dim=16), steps=6, warmup_steps=2, log_every=3,
                       ckpt_every=3, eval_episodes=0, device="cpu", out_dir=out, run_name="ddp", max_minutes=0)
     result = train(cfg, progress=False)
     torch.save({"model": result.model.state_dict(), "is_main": result.is_main}, os.path.join(out, f"rank{rank}.pt"))

@@ -106,7 +106,8 @@ def test_train_on_a_mocked_gpu(spec, want, monkeypatch, tmp_path):
     from dtd.training.trainer import train
 
     gpu = FakeGPU(monkeypatch, count=2, current=0)
-    cfg = TrainConfig(model="dt-small", hidden_size=16, n_layer=1, n_head=2, context_len=4, batch_size=8, steps=3,
+    cfg = TrainConfig(model="dt-small", model_options=dict(hidden_size=16, n_layer=1, n_head=2), context_len=4,
+                      batch_size=8, steps=3,
                       eval_episodes=0, eval_untrained=False, log_every=0, ckpt_every=0, device=spec,
                       out_dir=str(tmp_path), run_name="gpu", threads=1)
     result = train(cfg, progress=False)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 TRACE = Path(__file__).with_name("golden") / "trace.json"
-MODELS = {  # tiny sizes of every model; each keeps its own init, dropout and the default DTd switches
-    "dtd": dict(hidden_size=16, n_layer=2, model_opts=["ff_dim=32", "join_ff_dim=32"]),
+MODELS = {  # tiny sizes of every model (model_options); each keeps its own init, dropout and the default DTd switches
+    "dtd": dict(hidden_size=16, n_layer=2, ff_dim=32, join_ff_dim=32),
     "dt-small": dict(hidden_size=16, n_layer=2),
     "dt-large": dict(hidden_size=16, n_layer=2, n_head=4),
     "bc": dict(hidden_size=16),
@@ -32,7 +32,7 @@ def losses(model: str, out_dir: Path) -> list[float]:
 
     cfg = TrainConfig(model=model, steps=20, batch_size=8, context_len=4, lr=1e-3, warmup_steps=5, log_every=1,
                       eval_episodes=0, eval_untrained=False, ckpt_every=0, max_minutes=0, threads=1, seed=0,
-                      out_dir=str(out_dir), run_name=model, **MODELS[model])
+                      out_dir=str(out_dir), run_name=model, model_options=MODELS[model])
     import torch
 
     threads = torch.get_num_threads()

@@ -72,8 +72,8 @@ def test_train_iql_run_and_value_goal(tmp_path, monkeypatch):
     import dtd.training.iql as iql
 
     monkeypatch.setattr(iql, "load_dataset", lambda s, download=False: _chain_dataset())
-    cfg = IQLConfig(dataset="chain", steps=40, batch_size=16, hidden=16, log_every=20, out_dir=str(tmp_path),
-                    run_name="iql")
+    cfg = IQLConfig(dataset="chain", steps=40, batch_size=16, model_options={"hidden": 16}, log_every=20,
+                    out_dir=str(tmp_path), run_name="iql")
     run = train_iql(cfg, progress=False)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [20, 40] and all("value_loss" in x for x in lines)
@@ -97,8 +97,8 @@ def test_dt_and_dtd_train_with_iql_goal(tmp_path):
     from dtd.training.trainer import train
 
     data = collect_maze("umaze", 300, seed=0, out=tmp_path / "umaze", progress=False)
-    critic = train_iql(IQLConfig(dataset=str(data), steps=5, batch_size=16, hidden=16, out_dir=str(tmp_path),
-                                 run_name="iql"), progress=False)
+    critic = train_iql(IQLConfig(dataset=str(data), steps=5, batch_size=16, model_options={"hidden": 16},
+                                 out_dir=str(tmp_path), run_name="iql"), progress=False)
     for model in ("dtd", "dt-small"):
         cfg = load_config(None, dict(dataset=str(data), model=model, goal="iql", critic=str(critic), steps=3,
                                      batch_size=4, context_len=4, n_layer=1, warmup_steps=1, reward_scale=1.0,

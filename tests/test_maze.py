@@ -119,4 +119,5 @@ def test_maze_and_iql_presets_load():
         cfg = load_config(name)
         assert cfg.goal in ("rtg", "maze", "iql") and cfg.env_id
         if cfg.goal == "maze":
-            assert cfg.waypoint_head and cfg.bias in ("left", "all") and cfg.waypoint == 3
+            assert cfg.model_options["waypoint_head"] and cfg.model_options["bias"] in ("left", "all")
+            assert cfg.waypoint == 3

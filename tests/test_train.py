@@ -42,8 +42,8 @@ def _cli(*args, cwd):
 
 
 def test_train_end_to_end(tiny_dataset, tmp_path):
-    cfg = TrainConfig(dataset=tiny_dataset, hidden_size=16, n_layer=1, context_len=5, max_ep_len=64,
-                      model_opts=["ff_dim=16", "join_ff_dim=16"], batch_size=8, lr=3e-3, warmup_steps=5,
+    cfg = TrainConfig(dataset=tiny_dataset, context_len=5, max_ep_len=64,
+                      model_options=dict(hidden_size=16, n_layer=1, ff_dim=16, join_ff_dim=16), batch_size=8, lr=3e-3, warmup_steps=5,
                       steps=40, log_every=10, ckpt_every=20, eval_episodes=2, eval_max_steps=15,
                       eval_workers=2, out_dir=str(tmp_path), run_name="run")
     result = train(cfg, progress=False)  # evaluation forks 2 workers from the training process (on CPU)

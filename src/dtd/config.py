@@ -5,6 +5,13 @@ main job: the default DTd on the embedded dataset, sized for a 2-core CPU), a YA
 (``--config``), and ``--<field> VALUE`` command-line overrides. YAML presets may inherit with
 ``base: NAME`` or ``base: [NAME, ...]`` (merged left to right, then the file's own keys).
 
+The model's options are one nested mapping under the model (``model_options: {bias: right}``), merged
+key by key across the layers and checked, once the model is known, against that model's config
+dataclass (``dtd.model_configs``): an unknown option is one DtdError naming the model and listing its
+options. ``--bias right``, ``--hidden_size 64``, ``--model_opts key=value ...`` and the old top-level
+YAML keys (``bias: all``, ``model_opts: [...]``, as old presets and run folders' config.yaml wrote them)
+are spellings that write into that mapping.
+
 Fields are validated by type when read from YAML, so a typo or a wrong type is a DtdError naming the
 file and the field instead of a crash mid-run. This module imports no torch (``dtd --help`` stays fast).
 """
@@ -13,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dtd.errors import DtdError
+from dtd.model_configs import CONFIGS, DATA_FIELDS, IQLNetConfig
 from dtd.paths import check_run_name, write_text_atomic
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # package data: works from a pip install too
@@ -41,20 +51,10 @@ class TrainConfig:
     reward_scale: float = 1000.0  # return-to-go divided by this
     pct_traj: float = 1.0  # keep the best trajectories covering this fraction of steps (%BC)
     delayed: bool = False  # move every trajectory's return to its last step
-    # --- model (None = the model's own default; passed to dtd.models.build_model) ---
+    # --- model: its name and its options (fields of its config class in dtd.model_configs; an option
+    # not set takes the model's default). Checked against the model in __post_init__.
     model: str = "dtd"  # dtd | dt-small | dt-large | bc
-    hidden_size: int | None = None
-    n_layer: int | None = None
-    n_head: int | None = None
-    dropout: float | None = None
-    bias: str | None = None  # DTd: b0 | left | right | all
-    combiner: str | None = None  # DTd: c21 | c22 | c23
-    norm_mode: str | None = None  # DTd: n0 | n1 | n2 | n3
-    modality_emb: bool | None = None
-    join_all: bool | None = None
-    norm_joint: bool | None = None
-    waypoint_head: bool | None = None  # DTd: predict the maze waypoint from the goal stream
-    model_opts: list[str] = field(default_factory=list)  # any other model config field, as key=value
+    model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {bias: right, combiner: c23}
     # --- optimisation ---
     batch_size: int = 64  # per process; with torchrun the effective batch is batch_size x world size
     lr: float = 1e-3
@@ -83,15 +83,8 @@ class TrainConfig:
     run_name: str = ""  # empty = <preset or model>-<dataset>-s<seed>-<timestamp>
     preset: str = ""  # the preset this config came from (set by --config; used by dtd report)
 
-    def model_overrides(self) -> dict[str, Any]:
-        """The model switches that were set (and model_opts), as build_model keyword arguments."""
-        out: dict[str, Any] = {k: getattr(self, k) for k in MODEL_FIELDS if getattr(self, k) is not None}
-        for opt in self.model_opts:
-            key, sep, value = opt.partition("=")
-            if not sep or not key.strip():
-                raise DtdError(f"model_opts: expected key=value, got {opt!r}")
-            out[key.strip()] = value.strip()  # build_model parses the string to the field's type
-        return out
+    def __post_init__(self) -> None:
+        self.model_options = check_model_options(self.model, self.model_options)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,6 +102,10 @@ class TrainConfig:
             values = value if isinstance(value, list) else [value]
             if not all(v is None or math.isfinite(v) for v in values):
                 raise DtdError(f"--{name} must be finite, got {value}")
+        for name, value in self.model_options.items():  # typed by check_model_options
+            rule, ok = MODEL_RANGES.get(name, ("finite", lambda v: True))
+            if not ok(value) or (isinstance(value, float) and not math.isfinite(value)):
+                raise DtdError(f"--{name} must be {rule}, got {value}")
         if any(s < 1 for s in self.probe_steps):
             raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
         if self.run_name:
@@ -125,8 +122,7 @@ class IQLConfig:
     expectile: float = 0.7
     temperature: float = 3.0  # actor's advantage temperature (beta)
     tau: float = 0.005  # Polyak rate of the target Qs
-    hidden: int = 256
-    n_layers: int = 3
+    model_options: dict[str, Any] = field(default_factory=dict)  # IQLNetConfig's: hidden (256), n_layers (3)
     reward_scale: float = 1.0  # r' = reward_scale * r + reward_shift (IQL uses r - 1 on AntMaze)
     reward_shift: float = 0.0
     log_every: int = 200
@@ -135,6 +131,21 @@ class IQLConfig:
     device: str = "cpu"
     out_dir: str = "runs"
     run_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.model_options = check_options("iql", IQLNetConfig, self.model_options)
+
+
+def iql_config_from_dict(data: dict[str, Any], source: str) -> IQLConfig:
+    """A saved IQL config (config.yaml / checkpoint) -> IQLConfig; the top-level `hidden` and `n_layers`
+    of runs saved before model_options go into the mapping."""
+    data = dict(data)
+    nested = dict(data.pop("model_options", None) or {})
+    nested.update({key: data.pop(key) for key in ("hidden", "n_layers") if key in data})
+    try:
+        return IQLConfig(**data, model_options=nested)
+    except (TypeError, DtdError) as exc:
+        raise DtdError(f"{source}: {exc}") from None
 
 
 def check_iql_config(cfg: IQLConfig) -> None:
@@ -150,9 +161,10 @@ def check_iql_config(cfg: IQLConfig) -> None:
         raise DtdError(f"iql: --tau must be in (0, 1], got {cfg.tau}")
     if cfg.lr <= 0 or cfg.temperature < 0:
         raise DtdError(f"iql: --lr must be > 0 and --temperature >= 0, got {cfg.lr} and {cfg.temperature}")
-    for name in ("steps", "batch_size", "hidden", "n_layers"):
-        if getattr(cfg, name) < 1:
-            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    sizes = {"steps": cfg.steps, "batch_size": cfg.batch_size, **cfg.model_options}  # model options: hidden, n_layers
+    for name, value in sizes.items():
+        if value < 1:
+            raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {value}")
     for name in ("log_every", "ckpt_every", "seed"):
         if getattr(cfg, name) < 0:
             raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
@@ -163,15 +175,15 @@ def check_iql_config(cfg: IQLConfig) -> None:
 # Allowed values of the numeric fields: (as the error says it, test). nan fails every test.
 _GE0, _GE1, _GT0 = (">= 0", lambda v: v >= 0), (">= 1", lambda v: v >= 1), ("> 0", lambda v: v > 0)
 RANGES = {"context_len": _GE1, "max_ep_len": _GE1, "reward_scale": _GT0, "waypoint": _GE1,
-          "pct_traj": ("in (0, 1]", lambda v: 0 < v <= 1), "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
-          "hidden_size": _GE1, "n_layer": _GE1, "n_head": _GE1, "batch_size": _GE1, "lr": _GT0, "weight_decay": _GE0,
+          "pct_traj": ("in (0, 1]", lambda v: 0 < v <= 1), "batch_size": _GE1, "lr": _GT0, "weight_decay": _GE0,
           "warmup_steps": _GE0, "steps": _GE1, "max_minutes": _GE0, "grad_clip": _GE0, "waypoint_weight": _GE0,
           "log_every": _GE0, "eval_every": _GE0, "ckpt_every": _GE0, "eval_episodes": _GE0, "eval_max_steps": _GE0,
           "eval_workers": _GE1, "threads": _GE0, "seed": _GE0}
 
+# model options with a range (the error names the command-line spelling); every float option must be finite
+MODEL_RANGES = {"dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "hidden_size": _GE1, "n_layer": _GE1,
+                "n_head": _GE1}
 
-MODEL_FIELDS = ("hidden_size", "n_layer", "n_head", "dropout", "bias", "combiner", "norm_mode",
-                "modality_emb", "join_all", "norm_joint", "waypoint_head")
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
 
@@ -204,7 +216,12 @@ def _type_name(tp: Any) -> str:
 
 def check_value(name: str, value: Any) -> Any:
     """Validate (and lightly coerce: int -> float) a YAML value for field `name`; ValueError if wrong."""
-    base, optional = _unwrap_optional(_HINTS[name])
+    return check_typed(_HINTS[name], value)
+
+
+def check_typed(hint: Any, value: Any) -> Any:
+    """The one field checker: a YAML (typed) value of type `hint` (scalar, optional, list); ValueError if wrong."""
+    base, optional = _unwrap_optional(hint)
     if value is None:
         if optional:
             return None
@@ -220,7 +237,7 @@ def check_value(name: str, value: Any) -> Any:
             return check_item(base, value)
         except ValueError:
             pass
-    raise ValueError(f"expects {_type_name(_HINTS[name])}, got {value!r}")
+    raise ValueError(f"expects {_type_name(hint)}, got {value!r}")
 
 
 def check_item(tp: type, value: Any) -> Any:
@@ -243,21 +260,136 @@ def parse_bool(text: str) -> bool:
         raise ValueError(f"not a bool: {text!r}") from None
 
 
+def parse_item(tp: type, text: str) -> Any:
+    """The one text parser: a command-line string -> a scalar of type tp (bool, int, float, str); ValueError if not."""
+    return parse_bool(text) if tp is bool else tp(text)
+
+
 def parse_text(name: str, text: str) -> Any:
     """A command-line string -> the typed value of field `name` (argparse `type=`)."""
-    base, optional = _unwrap_optional(_HINTS[name])
+    return _parse_flag(f"--{name}", _HINTS[name], text)
+
+
+def _parse_flag(flag: str, hint: Any, text: str) -> Any:
+    base, optional = _unwrap_optional(hint)
     if optional and text.lower() in ("none", "null", "default"):
         return None
+    item = typing.get_args(base)[0] if typing.get_origin(base) is list else base
     try:
-        if base is bool:
-            return parse_bool(text)
-        item = typing.get_args(base)[0] if typing.get_origin(base) is list else base
-        value = item(text)  # a list field gets one element here; argparse collects the list (nargs="*")
-        if item is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"--{name} must be a finite number, got {text!r}")
-        return value
+        value = parse_item(item, text)  # a list field gets one element here; argparse collects the list (nargs="*")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--{name} expects {_type_name(_HINTS[name])}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"{flag} expects {_type_name(hint)}, got {text!r}") from None
+    if item is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{flag} must be a finite number, got {text!r}")
+    return value
+
+
+# ---- model options ----------------------------------------------------------------------------
+
+
+class OptionText(str):
+    """A model option's value as command-line text (`--model_opts key=value`, a string given to
+    build_model): parsed by parse_item to the option's type once the model is known. YAML values are
+    typed already and are checked as they are."""
+
+
+# Command-line spellings of model options (also the top-level YAML keys of presets and run folders'
+# config.yaml written before model_options): `--bias right` == `--model_opts bias=right`. Their types
+# are the config classes' (the same in every model that has the option).
+MODEL_FLAGS = ("hidden_size", "n_layer", "n_head", "dropout", "bias", "combiner", "norm_mode",
+               "modality_emb", "join_all", "norm_joint", "waypoint_head")
+
+
+@functools.cache
+def option_types(config_cls: type) -> dict[str, Any]:
+    """The options of a model config dataclass (its fields but the data's), name -> type."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls) if f.name not in DATA_FIELDS}
+
+
+def check_model_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` checked against model `model`'s config class: known keys, typed values (None = the
+    model's default, dropped), the class's own checks (choices); one DtdError naming the model otherwise."""
+    if model not in CONFIGS:
+        raise DtdError(f"model: unknown model {model!r} (choose from {', '.join(CONFIGS)})")
+    config_cls, preset = CONFIGS[model]
+    return check_options(model, config_cls, options, preset)
+
+
+def check_options(model: str, config_cls: type, options: Any, preset: dict | None = None) -> dict[str, Any]:
+    """check_model_options for any model config class (IQL's too)."""
+    if not isinstance(options, dict):
+        raise DtdError(f"model {model}: model_options must be a mapping of option: value, got {options!r}")
+    known = option_types(config_cls)
+    options = {k: v for k, v in options.items() if v is not None}  # None: unset (old config.yaml writes them all)
+    unknown = [str(k) for k in options if k not in known]
+    if unknown:
+        raise DtdError(f"model {model}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                       f"(known: {', '.join(known)})")
+    out = {}
+    for key, value in options.items():
+        try:
+            out[key] = (parse_item(known[key], value) if isinstance(value, OptionText)
+                        else check_typed(known[key], value))
+        except ValueError:
+            raise DtdError(f"model {model}: option {key} expects {_type_name(known[key])}, "
+                           f"got {str(value)!r}") from None
+        if isinstance(out[key], str):
+            out[key] = str(out[key])  # plain str, not OptionText
+    config_cls(state_dim=1, act_dim=1, **{**(preset or {}), **out})  # the class's own checks (choices), at read time
+    return out
+
+
+def nest_model_options(values: dict[str, Any], wrong: str) -> dict[str, Any]:
+    """The other spellings of model options -> values["model_options"] (a mapping; later spellings win):
+    top-level MODEL_FLAGS keys (`bias: all`) and `model_opts: [key=value, ...]`, as command-line
+    overrides, old presets and old run folders' config.yaml give them. `wrong`.format(field, reason)
+    is the DtdError message."""
+    values = dict(values)
+    if "model_options" not in values and "model_opts" not in values and not any(k in values for k in MODEL_FLAGS):
+        return values
+    nested = values.pop("model_options", None)
+    if nested is None:
+        nested = {}
+    if not isinstance(nested, dict):
+        raise DtdError(wrong.format("model_options", f"expects a mapping of option: value, got {nested!r}"))
+    nested = dict(nested)
+    nested.update({key: values.pop(key) for key in MODEL_FLAGS if key in values})
+    opts = values.pop("model_opts", None) or []
+    for opt in opts if isinstance(opts, list) else [opts]:
+        key, sep, value = str(opt).partition("=")
+        if not sep or not key.strip():
+            raise DtdError(wrong.format("model_opts", f"expects key=value items, got {opt!r}"))
+        nested[key.strip()] = OptionText(value.strip())
+    values["model_options"] = nested
+    return values
+
+
+def _merge(into: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """A later config layer over an earlier one; model_options merge key by key (None: back to the default)."""
+    for key, value in layer.items():
+        into[key] = {**into.get(key, {}), **value} if key == "model_options" else value
+    return into
+
+
+def _flag_type(name: str) -> Any:
+    """The type of model option `name` (MODEL_FLAGS), from the config classes."""
+    found = {option_types(cls)[name] for cls, _ in CONFIGS.values() if name in option_types(cls)}
+    assert len(found) == 1, (name, found)  # one type per spelling
+    return found.pop()
+
+
+def model_options_help() -> str:
+    """The model options per model, from the config classes (`dtd train --help`)."""
+    lines = [textwrap.fill("model options (YAML: `model_options: {KEY: VALUE}` under `model:`; command line: "
+                           "--model_opts KEY=VALUE ..., or the shortcuts --" + ", --".join(MODEL_FLAGS[:3]) + ", ...; "
+                           "unset options take the model's default, shown here):", 110, break_on_hyphens=False)]
+    for name, (config_cls, preset) in CONFIGS.items():
+        defaults = {**{f.name: f.default for f in dataclasses.fields(config_cls)}, **preset}
+        text = " ".join(f"{key}={defaults[key]}" for key in option_types(config_cls))
+        lines.append(textwrap.fill(text, 110, initial_indent=f"  {name}: ", subsequent_indent=" " * 6,
+                                   break_on_hyphens=False))
+    return "\n".join(lines)
 
 
 FLOAT_FIELDS = tuple(name for name in FIELDS if _is_float_field(name))
@@ -305,35 +437,44 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
         base_path = path.parent / f"{base}.yaml" if (path.parent / f"{base}.yaml").is_file() else resolve_preset(base)
-        merged.update(read_yaml(base_path, _seen + (path,)))
-    merged.update(checked_fields(data, f"{path}: unknown field '{{}}' (see `dtd train --help`)",
-                                 f"{path}: field '{{}}' {{}}"))
-    return merged
+        _merge(merged, read_yaml(base_path, _seen + (path,)))
+    return _merge(merged, checked_fields(data, f"{path}: unknown field '{{}}' (see `dtd train --help`)",
+                                         f"{path}: field '{{}}' {{}}"))
 
 
 def load_config(config: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- YAML preset/file `config` <- `overrides` (already typed, e.g. from argparse)."""
+    """Defaults <- YAML preset/file `config` <- `overrides` (already typed, e.g. from argparse); the
+    model options of all layers merged key by key, then checked against the model the config ends with."""
     values: dict[str, Any] = {}
     if config:
         path = resolve_preset(config)
-        values.update(read_yaml(path))
+        _merge(values, read_yaml(path))
         values.setdefault("preset", preset_name(path))
-    values.update(checked_fields(overrides or {}, "config: unknown field '{}'", "--{} {}"))
+    _merge(values, checked_fields(overrides or {}, "config: unknown field '{}'", "--{} {}"))
     return TrainConfig(**values)
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
-    """A saved config (config.yaml / checkpoint) -> TrainConfig; unknown or mistyped fields are DtdErrors."""
-    return TrainConfig(**checked_fields(data, f"{source}: unknown field '{{}}'", f"{source}: field '{{}}' {{}}"))
+    """A saved config (config.yaml / checkpoint) -> TrainConfig; unknown or mistyped fields are DtdErrors.
+    Old runs' top-level model keys and model_opts list load into model_options (nest_model_options)."""
+    values = checked_fields(data, f"{source}: unknown field '{{}}'", f"{source}: field '{{}}' {{}}")
+    try:
+        return TrainConfig(**values)
+    except DtdError as exc:
+        raise DtdError(f"{source}: {exc}") from None
 
 
 def checked_fields(values: dict[str, Any], unknown: str, wrong: str) -> dict[str, Any]:
-    """TrainConfig field values checked by type (the one check for YAML, overrides and saved configs);
+    """TrainConfig field values checked by type (the one check for YAML, overrides and saved configs), the
+    model options' other spellings nested (their values are typed against the model by TrainConfig);
     `unknown`.format(key) and `wrong`.format(key, reason) are the DtdError messages."""
     out = {}
-    for key, value in values.items():
+    for key, value in nest_model_options(values, wrong).items():
         if key not in FIELDS:
             raise DtdError(unknown.format(key))
+        if key == "model_options":
+            out[key] = value
+            continue
         try:
             out[key] = check_value(key, value)
         except ValueError as exc:
@@ -358,6 +499,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("config fields (override the preset; defaults = the main job)")
     for name, f in FIELDS.items():
+        if name == "model_options":  # on the command line: the model option flags below
+            continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         base, _ = _unwrap_optional(_HINTS[name])
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
@@ -371,8 +514,28 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kwargs.update(metavar=base.__name__.upper())
         group.add_argument(*flags, **kwargs)
+    models = parser.add_argument_group("model options (write into model_options; checked against --model)")
+    models.add_argument("--model_opts", "--model-opts", dest="model_opts", nargs="*", metavar="KEY=VALUE",
+                        default=argparse.SUPPRESS, help="any option of the model (listed at the end)")
+    for name in MODEL_FLAGS:
+        hint = typing.Optional[_flag_type(name)]
+        owners = [m for m, (cls, _) in CONFIGS.items() if name in option_types(cls)]
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        kwargs = dict(dest=f"model_options.{name}", default=argparse.SUPPRESS,
+                      type=lambda text, n=name, h=hint: _parse_flag(f"--{n}", h, text),
+                      help=f"{_type_name(hint)}: model_options.{name} of {', '.join(owners)} (default: the model's)")
+        if _flag_type(name) is bool:
+            kwargs.update(nargs="?", const=True, metavar="BOOL")
+        else:
+            kwargs.update(metavar=_flag_type(name).__name__.upper())
+        models.add_argument(*flags, **kwargs)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The config fields given on the command line."""
-    return {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    """The config fields given on the command line; the model option flags and --model_opts as model_options."""
+    out = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
+    flat = {name: getattr(args, f"model_options.{name}") for name in MODEL_FLAGS
+            if hasattr(args, f"model_options.{name}")}
+    if hasattr(args, "model_opts"):
+        flat["model_opts"] = args.model_opts
+    return nest_model_options({**out, **flat}, "--{} {}")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dtd.config import IQLConfig, TrainConfig, config_from_dict
+from dtd.config import IQLConfig, TrainConfig, config_from_dict, iql_config_from_dict
 from dtd.errors import DtdError
 from dtd.models import SequenceModel, rebuild_model
 from dtd.models.iql import IQL, IQLNetConfig, ValueCritic
@@ -84,7 +84,7 @@ class RunInfo:
     def from_dict(data: dict[str, Any], source: str) -> "RunInfo":
         data = dict(data)
         trainer, config = data.pop("trainer"), dict(data.pop("config"))
-        cfg = IQLConfig(**config) if trainer == "iql" else config_from_dict(config, source)
+        cfg = iql_config_from_dict(config, source) if trainer == "iql" else config_from_dict(config, source)
         names = {f.name for f in dataclasses.fields(RunInfo)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -155,7 +155,7 @@ def _legacy_info(raw: dict[str, Any], source: str) -> RunInfo:
     """The RunInfo of a dtd 0.1 checkpoint: its config and statistics; reference scores unknown."""
     name, config = raw["model_name"], dict(raw.get("config") or {})
     if name == "iql":
-        cfg: TrainConfig | IQLConfig = IQLConfig(**config)
+        cfg: TrainConfig | IQLConfig = iql_config_from_dict(config, source)
         large, small = raw.get("value_large"), raw.get("value_small")
         value_range = None if large is None else (float(large), float(small))
     else:

@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--expectile", type=finite_float, default=0.7)
     p.add_argument("--temperature", type=finite_float, default=3.0, help="actor advantage temperature (beta)")
     p.add_argument("--tau", type=finite_float, default=0.005, help="Polyak rate of the target Q networks")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--n-layers", type=int, default=3, help="linear layers per network")
+    p.add_argument("--hidden", type=int, help="model option: MLP width (default 256)")
+    p.add_argument("--n-layers", type=int, help="model option: linear layers per network (default 3)")
     p.add_argument("--reward-scale", type=finite_float, default=1.0)
     p.add_argument("--reward-shift", type=finite_float, default=0.0, help="added to rewards (IQL AntMaze: -1)")
     p.add_argument("--log-every", type=int, default=200)
@@ -41,7 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dtd.runs import load_critic
     from dtd.training.iql import train_iql
 
-    cfg = IQLConfig(**{k: getattr(args, k) for k in IQLConfig.__dataclass_fields__})
+    options = {k: getattr(args, k) for k in ("hidden", "n_layers") if getattr(args, k) is not None}
+    cfg = IQLConfig(**{k: getattr(args, k) for k in IQLConfig.__dataclass_fields__ if k != "model_options"},
+                    model_options=options)
     run_dir = train_iql(cfg, force=args.force)
     critic = load_critic(run_dir)
     print(f"wrote {run_dir} (V over the dataset: large {critic.large:.4g}, small {critic.small:.4g}); "

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help; the epilog (the model options per model) kept as written."""
+
+
 def register(sub) -> None:
-    from dtd.config import add_config_arguments
+    from dtd.config import add_config_arguments, model_options_help
 
     p = sub.add_parser(
         "train",
@@ -19,7 +23,8 @@ def register(sub) -> None:
                     "(a preset name from dtd/presets/ or a YAML path), then --<field> VALUE overrides. Under "
                     "torchrun every process trains with batch_size, so the effective batch is "
                     "batch_size x world size.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
+        epilog=model_options_help(),
     )
     p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see dtd/presets/README.md) or YAML file")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "

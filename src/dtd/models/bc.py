@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from dtd.model_configs import BCConfig
 from dtd.models.transformer import Dropout, ModelOutput, SequenceModel, init_weights, rowwise, take
-
-
-@dataclass
-class BCConfig:
-    """3 hidden layers of 256 (ReLU, dropout 0.1): the usual D4RL BC size, and a few times the
-    original DT repository's 128-wide BC, so capacity is not what holds BC back.
-    goal_dim, max_ep_len and context_len are kept only so every model builds from the same call."""
-
-    state_dim: int
-    act_dim: int
-    goal_dim: int = 1
-    max_ep_len: int = 1000
-    context_len: int = 20
-    hidden_size: int = 256
-    n_layer: int = 3
-    dropout: float = 0.1
 
 
 class BCModel(SequenceModel):

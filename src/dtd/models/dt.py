@@ -5,11 +5,11 @@ The baseline DTd is measured against, built from the same causal ``Block`` as DT
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from dtd.model_configs import DTConfig
 from dtd.models.transformer import (
     Block,
     Dropout,
@@ -20,24 +20,6 @@ from dtd.models.transformer import (
     key_valid_from_mask,
     rowwise,
 )
-
-
-@dataclass
-class DTConfig:
-    """Defaults = dt-small, the original DT's sizes. dt-large (preset in dtd.models): H 168, 5 layers,
-    4 heads, the default DTd's parameter count within 1.3% (1,876,563 vs 1,852,419 for Hopper)."""
-
-    state_dim: int
-    act_dim: int
-    goal_dim: int = 1
-    max_ep_len: int = 1000
-    context_len: int = 20  # K; no positional table depends on it (time comes from timesteps)
-    hidden_size: int = 128
-    n_layer: int = 3
-    n_head: int = 1
-    ff_mult: int = 4  # feed-forward width = ff_mult * hidden_size (GPT-2's n_inner)
-    dropout: float = 0.1
-    activation: str = "relu"  # relu | gelu; the original DT's gym runs use relu
 
 
 class DecisionTransformer(SequenceModel):

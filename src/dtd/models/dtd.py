@@ -6,15 +6,11 @@ Spec: shared/spec/decision-transducer.md (switch names and defaults are the spec
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dtd.errors import DtdError
+from dtd.model_configs import MODALITIES, DTdConfig
 from dtd.models.transformer import (
     Block,
     CausalAttention,
@@ -26,71 +22,6 @@ from dtd.models.transformer import (
     key_valid_from_mask,
     rowwise,
 )
-
-MODALITIES = ("goal", "state", "action")  # also the row order of the modality embedding
-BIAS_ALIASES = {"b1": "left", "b2": "all"}  # the maze script's names
-CHOICES = {
-    "bias": ("b0", "left", "right", "all"),
-    "combiner": ("c21", "c22", "c23"),
-    "norm_mode": ("n0", "n1", "n2", "n3"),
-    "timestep_tables": ("per_stream", "shared"),
-    "init": ("authors", "separate_qkv"),
-}
-
-
-@dataclass
-class DTdConfig:
-    state_dim: int
-    act_dim: int
-    goal_dim: int = 1  # 1: return-to-go or value; 4: maze (xy now, xy goal)
-    max_ep_len: int = 1000
-    context_len: int = 20  # K, the training window (no positional table depends on it)
-    hidden_size: int = 128
-    n_layer: int = 3  # layers per modality encoder
-    n_head: int = 1  # encoder heads
-    ff_dim: int = 256  # encoder feed-forward
-    n_join_layer: int = 1
-    join_n_head: int = 2
-    join_ff_dim: int = 512
-    dropout: float = 0.1
-    bias: str = "all"  # b0 | left (b1) | right | all (b2)
-    combiner: str = "c22"  # c21 | c22 | c23
-    norm_mode: str = "n3"  # n0 | n1 | n2 | n3
-    modality_emb: bool = True
-    join_all: bool = False
-    norm_joint: bool = False
-    # The options below default to the authors' working model; the other values are dtd 0.1's default
-    # (LEGACY), kept as documented options for the diagnosis in RESULTS.md.
-    timestep_tables: str = "shared"  # shared: one input table for all streams | per_stream: one each
-    join_timestep: bool = False  # add per-modality timestep tables again at the join
-    embed_dropout: bool = False  # dropout on the embedded streams before the encoders
-    cross_attn_dropout: bool = False  # dropout on the goal cross-attention weights of BiasCombine
-    init: str = "authors"  # authors: Xavier-normal as on a packed q/k/v, default biases | separate_qkv
-    head_init_scale: float = 1.0  # the action head's initial weights and bias are multiplied by this
-    waypoint_head: bool = False
-
-    # values of the fields above for a config stored by dtd 0.1, which did not store them
-    LEGACY: ClassVar[dict] = {"timestep_tables": "per_stream", "join_timestep": True, "embed_dropout": True,
-                              "cross_attn_dropout": True, "init": "separate_qkv"}
-
-    def __post_init__(self) -> None:
-        self.bias = BIAS_ALIASES.get(self.bias, self.bias)
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise DtdError(f"dtd model: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.head_init_scale) and self.head_init_scale > 0):
-            raise DtdError(f"dtd model: head_init_scale must be a finite number > 0, got {self.head_init_scale}")
-        if self.bias == "b0" and (self.join_all or self.waypoint_head):
-            raise DtdError("dtd model: bias b0 has no goal stream, so join_all and waypoint_head are unavailable")
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        """The encoded modalities: the goal is not used at all under b0."""
-        return MODALITIES[1:] if self.bias == "b0" else MODALITIES
-
-    @property
-    def biased(self) -> tuple[str, ...]:
-        return {"b0": (), "left": ("state",), "right": ("action",), "all": ("state", "action")}[self.bias]
 
 
 class BiasCombine(nn.Module):

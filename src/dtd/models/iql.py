@@ -6,19 +6,12 @@ value V(s), which becomes the "value goal" token (spec: "Goal = state value from
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-
-@dataclass
-class IQLNetConfig:
-    state_dim: int
-    act_dim: int
-    hidden: int = 256
-    n_layers: int = 3  # linear layers per MLP (the authors' value net: 3 layers of 256)
+from dtd.model_configs import IQLNetConfig
 
 
 def mlp(inp: int, out: int, hidden: int, n_layers: int) -> nn.Sequential:

@@ -86,7 +86,7 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tensors = {k: torch.from_numpy(v).to(device) for k, v in data.items()}
-    net_cfg = IQLNetConfig(dataset.obs_dim, dataset.act_dim, cfg.hidden, cfg.n_layers)
+    net_cfg = IQLNetConfig(dataset.obs_dim, dataset.act_dim, **cfg.model_options)
     model = IQL(net_cfg).to(device)
     opts = {
         "value": torch.optim.Adam(model.value.parameters(), lr=cfg.lr),

@@ -141,7 +141,7 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
         torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
         if ckpt is None:
             model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
-                                cfg.context_len, **cfg.model_overrides())
+                                cfg.context_len, **cfg.model_options)
         else:  # the model the run was started with, whatever today's defaults are
             model = runs.build(ckpt.info)
         model = model.to(device)
