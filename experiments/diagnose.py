@@ -8,9 +8,9 @@ dropout 0.1, K 20; evaluated at steps 500 and 1,000 with 10 episodes at each of 
 the shuffled-input probe (dtd.training.probe) at steps 200, 400 and 1,000. Seeds 0 and 1.
 
 One factor at a time around a centre (lr 3e-4, batch 64; DTd: the faithful default, c22, bias all,
-head init 1x). Tier 1 (the learning rate of every model) runs first, then tier 2 (DTd's other factors and
-DT-small's batch). Records land in results/diagnosis/ (experiments/runner.py); tables:
-experiments/make_results.py.
+head init 1x). Tier 1 (the learning rate of every model) runs first, then tier 2a (the other factors a
+recipe sets: batch for DTd and DT-small, DTd's head init), then tier 2b (dtd 0.1's DTd, c23, bias right).
+Records land in results/diagnosis/ (experiments/runner.py); tables: experiments/make_results.py.
 """
 
 from __future__ import annotations
@@ -39,19 +39,24 @@ def budget(lr: str, batch: int = BATCH) -> tuple[str, ...]:
 
 # cell name -> (model, extra arguments); the centre is "<model>-lr3e-4"
 TIER1 = {f"{m}-lr{lr}": (m, budget(lr)) for lr in ("3e-4", "1e-3", "1e-4") for m in ("dtd", "dt-small", "bc")}
-TIER2 = {
-    "dtd-legacy": ("dtd", budget("3e-4") + LEGACY),
-    "dtd-head0.1": ("dtd", budget("3e-4") + ("--model_opts", "head_init_scale=0.1")),
-    "dtd-c23": ("dtd", budget("3e-4") + ("--combiner", "c23")),
-    "dtd-bias-right": ("dtd", budget("3e-4") + ("--bias", "right")),
+# Tier 2a: the factors a training recipe sets (batch, head init); 2b: what the diagnosis only explains.
+TIER2A = {
     "dtd-b256": ("dtd", budget("3e-4", 256)),
     "dt-small-b256": ("dt-small", budget("3e-4", 256)),
+    "dtd-head0.1": ("dtd", budget("3e-4") + ("--model_opts", "head_init_scale=0.1")),
 }
+TIER2B = {
+    "dtd-legacy": ("dtd", budget("3e-4") + LEGACY),
+    "dtd-c23": ("dtd", budget("3e-4") + ("--combiner", "c23")),
+    "dtd-bias-right": ("dtd", budget("3e-4") + ("--bias", "right")),
+}
+TIER2 = {**TIER2A, **TIER2B}
 
 
 def jobs() -> list[Job]:
+    """Seed by seed within each tier, so a partial grid has both seeds of the recipe's factors first."""
     out = []
-    for tier in (TIER1, TIER2):
+    for tier in (TIER1, TIER2A, TIER2B):
         for seed in SEEDS:
             for data in DATASETS:
                 for cell, (model, extra) in tier.items():
