@@ -224,6 +224,10 @@ def budget_table() -> str:
     steps = r["samples"] // batch
     warm = round(steps * r["warmup_fraction"])
     ev = study.EVAL_SAMPLES
+    own = [f"{MODEL_LABELS[m]}: " + ", ".join(f"{k} {' '.join(v) if isinstance(v, (list, tuple)) else v}"
+                                             for k, v in study.MODEL_RECIPE[m].items())
+           for m in study.MODELS if study.MODEL_RECIPE.get(m)]
+    departures = f"; each model's own departures: {'; '.join(own)}" if own else ""
     return "\n".join([
         "| | this study | the paper (spec) |", "|---|---|---|",
         f"| samples per run | {steps:,} steps x {batch} = {r['samples']:,}, every model; "
@@ -231,7 +235,7 @@ def budget_table() -> str:
         "budget | DTd 25,000 x 256 = 6.4M; DT 25,000 x 64 = 1.6M |",
         f"| optimiser | AdamW lr {r['lr']} (`RECIPE` in experiments/study.py; provisional until the diagnosis below is complete), wd 1e-4, linear "
         f"warm-up over {warm:,} steps ({r['warmup_fraction']:.0%}), then the spec's 0.5 + 0.5 * 0.9997^(t - warm-up) "
-        "decay | lr 1e-4, 10,000 warm-up steps, same decay |",
+        f"decay{departures} | lr 1e-4, 10,000 warm-up steps, same decay |",
         "| other | clip 0.25, dropout 0.1, K 20, return scale 1000 | same |",
         f"| evaluation | every {ev:,} samples ({ev // batch} steps): 10 episodes at each of the spec's two targets "
         "(hopper 3600 / 1800, halfcheetah 12000 / 6000); a seed's score is its better target's mean | same "

@@ -35,10 +35,12 @@ from pathlib import Path
 
 from runner import Job, main
 
-# The training recipe of every run, chosen by the diagnosis (RESULTS.md "Diagnosis"; results/diagnosis/).
+# The training recipe, chosen by the diagnosis (RESULTS.md "Diagnosis"; results/diagnosis/): RECIPE for every
+# model, MODEL_RECIPE for a model's departures from it (keys of RECIPE, or "model_opts": `--model_opts` items).
 # PROVISIONAL: lr 3e-4, batch 64, warm-up 10% of the steps; the lead finalises it before the grid starts.
 # Samples per run are fixed; the steps follow from the batch, and evaluations come every EVAL_SAMPLES.
 RECIPE = {"lr": "3e-4", "batch_size": 64, "warmup_fraction": 0.1, "samples": 256_000}
+MODEL_RECIPE: dict[str, dict] = {}
 EVAL_SAMPLES = 32_000  # every 500 steps at batch 64
 CKPT_SAMPLES = EVAL_SAMPLES  # checkpoints at the evaluations: <= ~6 min lost to a kill, ~200 MB per run kept
 COMMON = ("--weight_decay", "1e-4", "--grad_clip", "0.25", "--dropout", "0.1", "--context_len", "20",
@@ -53,21 +55,27 @@ ABLATIONS = ("bias-b0", "bias-left", "bias-right", "combiner-c21", "combiner-c23
 ATTENTION = {"dataset": "hopper-medium", "seed": 0, "models": ("dt-small", "dtd"), "windows": 256}
 
 
+def recipe(model: str) -> dict:
+    """The recipe one model trains with: RECIPE with that model's departures."""
+    return {**RECIPE, **MODEL_RECIPE.get(model, {})}
+
+
 def budget(recipe: dict = RECIPE) -> tuple[str, ...]:
-    """The command-line overrides every run shares (the presets carry the model and the dataset)."""
+    """The command-line overrides a model's runs share (the presets carry the model and the dataset)."""
     batch = int(recipe["batch_size"])
     steps = recipe["samples"] // batch
+    opts = ("--model_opts", *recipe["model_opts"]) if recipe.get("model_opts") else ()
     return ("--lr", str(recipe["lr"]), "--batch_size", str(batch), "--steps", str(steps),
             "--warmup_steps", str(round(steps * recipe["warmup_fraction"])),
             "--eval_every", str(EVAL_SAMPLES // batch), "--ckpt_every", str(CKPT_SAMPLES // batch),
-            "--log_every", str(max(1, 3_200 // batch)), *COMMON)
+            "--log_every", str(max(1, 3_200 // batch)), *opts, *COMMON)
 
 
 def train_job(group: str, dataset: str, model: str, seed: int, variant: str = "") -> Job:
     preset = f"ablation/{dataset}-{variant}" if variant else f"{dataset}-{model}"
     name = f"{dataset}-{variant or model}-s{seed}"
     tags = {"group": group, "dataset": dataset, "model": model, "variant": variant or "default", "seed": str(seed)}
-    return Job(name, ("--config", preset, *budget(), "--seed", str(seed)), tags)
+    return Job(name, ("--config", preset, *budget(recipe(model)), "--seed", str(seed)), tags)
 
 
 def attention_name() -> str:

@@ -225,9 +225,24 @@ def test_study_lists_every_job_once_in_run_order(tmp_path):
     assert all(last_s1 < names.index(n) < first_s2 for n in ablation if seed(n) < 2)  # ablation s0/s1 after main s1
     assert all(names.index(n) > names.index("halfcheetah-medium-expert-bc-s2") for n in ablation if seed(n) == 2)
     train = [ln for ln in lines if "--config" in ln]
-    assert all("--lr 3e-4 --batch_size 64 --steps 4000 --warmup_steps 400 --eval_every 500" in ln for ln in train)
+    for job in study.jobs():  # every run trains with its model's recipe
+        if not job.step:
+            assert " ".join(study.budget(study.recipe(job.tags["model"]))) in lines[names.index(job.name)]
     assert all("--eval_episodes 10" in ln for ln in train)
     assert any("--config ablation/hopper-medium-replay-combiner-c21 " in ln for ln in train)
+
+
+def test_a_models_recipe_departs_from_the_common_one_for_its_runs_only(monkeypatch):
+    monkeypatch.setattr(study, "RECIPE", {"lr": "3e-4", "batch_size": 64, "warmup_fraction": 0.1, "samples": 256_000})
+    monkeypatch.setattr(study, "MODEL_RECIPE", {"dtd": {"lr": "1e-3", "batch_size": 256,
+                                                        "model_opts": ["head_init_scale=0.1"]}})
+    args = {j.name: " ".join(j.args) for j in study.jobs() if not j.step}
+    assert "--lr 1e-3 --batch_size 256 --steps 1000 --warmup_steps 100 --eval_every 125" in args["hopper-medium-dtd-s0"]
+    assert "--model_opts head_init_scale=0.1" in args["hopper-medium-replay-bias-b0-s1"]  # the ablation is DTd too
+    other = "--lr 3e-4 --batch_size 64 --steps 4000 --warmup_steps 400 --eval_every 500"
+    assert other in args["hopper-medium-dt-small-s0"] and "--model_opts" not in args["hopper-medium-dt-small-s0"]
+    table = make_results.budget_table()
+    assert "AdamW lr 3e-4" in table and "DTd: lr 1e-3, batch_size 256, model_opts head_init_scale=0.1" in table
 
 
 def test_runner_resumes_from_a_checkpoint_and_restarts_otherwise(tmp_path):
