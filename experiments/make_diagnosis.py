@@ -34,6 +34,15 @@ CELLS = {  # cell -> what differs from the model's centre (lr 3e-4, batch 64, fa
     "dt-small-b256": "DT-small, batch 256 x 250 steps",
     "bc-lr3e-4": "BC, centre", "bc-lr1e-3": "BC, lr 1e-3", "bc-lr1e-4": "BC, lr 1e-4",
 }
+# The recipe's factors, one at a time from each model's centre: model -> factor -> option -> cell
+FACTORS = {
+    "dtd": {"lr": {"3e-4": "dtd-lr3e-4", "1e-3": "dtd-lr1e-3", "1e-4": "dtd-lr1e-4"},
+            "batch": {"64": "dtd-lr3e-4", "256": "dtd-b256"}, "head init": {"1x": "dtd-lr3e-4", "0.1x": "dtd-head0.1"}},
+    "dt-small": {"lr": {"3e-4": "dt-small-lr3e-4", "1e-3": "dt-small-lr1e-3", "1e-4": "dt-small-lr1e-4"},
+                 "batch": {"64": "dt-small-lr3e-4", "256": "dt-small-b256"}},
+    "bc": {"lr": {"3e-4": "bc-lr3e-4", "1e-3": "bc-lr1e-3", "1e-4": "bc-lr1e-4"}},
+}
+MODEL_LABELS = {"dtd": "DTd", "dt-small": "DT-small", "bc": "BC"}
 SATURATION = "init_saturation.json"
 
 
@@ -74,6 +83,41 @@ def score_table(data: dict, dataset: str) -> str:
         per_seed = ", ".join(" → ".join(f"{s['evals'][n]:.0f}" for n in sorted(s["evals"])) for s in seeds.values())
         loss = f"{np.mean([s['loss'] for s in seeds.values()]):.4f}"
         rows.append(f"| {label} | {len(seeds)} | {mean_std(at[32_000])} | {mean_std(at[64_000])} | {per_seed} | {loss} |")
+    return "\n".join(rows)
+
+
+def recipe_score(seeds: dict[int, dict]) -> tuple[float, float]:
+    """(mean over seeds and both checkpoints, mean |score at 64k - score at 32k|): a recipe is judged on how
+    early it scores and how steady its checkpoints are, not on one checkpoint."""
+    pts = [v for s in seeds.values() for v in s["evals"].values()]
+    swings = [abs(s["evals"][64_000] - s["evals"][32_000]) for s in seeds.values()
+              if {32_000, 64_000} <= set(s["evals"])]
+    return float(np.mean(pts)), float(np.mean(swings)) if swings else float("nan")
+
+
+def recipe_table(data: dict) -> str:
+    """Each factor of each model's recipe: every option's score on both datasets (mean over seeds and the 32k
+    and 64k checkpoints) and the mean swing between the two checkpoints; ✓ marks the option with the highest
+    mean over the datasets once every option has 2 seeds on both."""
+    rows = ["| model | factor | option | runs | halfcheetah mr | hopper mr | mean | swing 32k↔64k |",
+            "|---|---|---|---|---:|---:|---:|---:|"]
+    for model, factors in FACTORS.items():
+        for factor, options in factors.items():
+            scored = {}
+            for option, cell in options.items():
+                per = {d: data.get((d, cell), {}) for d in DATASETS}
+                runs = sum(len(v) for v in per.values())
+                score = {d: recipe_score(v) for d, v in per.items() if v}
+                mean = float(np.mean([score[d][0] for d in DATASETS])) if len(score) == len(DATASETS) else None
+                swing = float(np.nanmean([score[d][1] for d in score])) if score else None
+                scored[option] = (runs, score, mean, swing)
+            complete = all(runs >= 2 * len(DATASETS) for runs, *_ in scored.values())
+            best = max(scored, key=lambda o: scored[o][2]) if complete else None
+            for option, (runs, score, mean, swing) in scored.items():
+                cols = [f"{score[d][0]:.1f}" if d in score else "—" for d in DATASETS]
+                mark = " ✓" if option == best else ""
+                rows.append(f"| {MODEL_LABELS[model]} | {factor} | {option}{mark} | {runs} | {' | '.join(cols)} | "
+                            f"{'—' if mean is None else f'{mean:.1f}'} | {'—' if swing is None else f'{swing:.1f}'} |")
     return "\n".join(rows)
 
 
@@ -184,6 +228,7 @@ def plot(data: dict, path: Path) -> None:
 def tables(data: dict, records: Path) -> dict[str, str]:
     """Every diagnosis block of RESULTS.md, name -> table (also called by make_results.py)."""
     out = {f"diagnosis_{d.split('-')[0]}": score_table(data, d) for d in DATASETS}
+    out["diagnosis_recipe"] = recipe_table(data)
     out["diagnosis_probe"] = probe_table(data)
     out["diagnosis_saturation"] = saturation_table(records)
     return out

@@ -20,7 +20,8 @@ import runner  # noqa: E402
 import study  # noqa: E402
 
 BLOCKS = ("study_budget", "study_main", "study_curves", "study_ablation", "study_attention", "study_compute",
-          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_probe", "diagnosis_saturation")
+          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_probe",
+          "diagnosis_saturation")
 HEAD = "a" * 40
 
 
@@ -170,6 +171,30 @@ def test_make_results_refuses_a_missing_block(tmp_path, grid):
     (tmp_path / "RESULTS.md").write_text("<!-- BEGIN study_main -->\n<!-- END study_main -->\n")
     proc = _make(tmp_path, grid)
     assert proc.returncode != 0 and "has no block" in proc.stderr
+
+
+def test_diagnosis_recipe_table_marks_each_factors_best_once_every_option_has_two_seeds():
+    import make_diagnosis as md
+
+    def seeds(*checkpoints):  # one (32k, 64k) pair of scores per seed
+        return {i: {"evals": {32_000: a, 64_000: b}, "probe": {}, "loss": 0.1} for i, (a, b) in enumerate(checkpoints)}
+
+    data = {}
+    for d in md.DATASETS:
+        data[(d, "bc-lr3e-4")] = seeds((10, 20), (10, 20))  # mean 15, swing 10
+        data[(d, "bc-lr1e-3")] = seeds((30, 10), (30, 10))  # mean 20, swing 20: best despite the swing
+        data[(d, "bc-lr1e-4")] = seeds((5, 5), (5, 7))  # mean 5.5, swing 1
+    data[("hopper-medium-replay", "dtd-lr3e-4")] = seeds((1, 3))
+    rows = {(r[0], r[1], r[2]): r for r in (_row_cells(ln) for ln in md.recipe_table(data).splitlines()[2:])}
+    assert rows[("BC", "lr", "1e-3 ✓")][3:] == ["4", "20.0", "20.0", "20.0", "20.0"]
+    assert rows[("BC", "lr", "3e-4")][6:] == ["15.0", "10.0"] and rows[("BC", "lr", "1e-4")][6:] == ["5.5", "1.0"]
+    dtd = [r for k, r in rows.items() if k[0] == "DTd"]
+    assert not any("✓" in r[2] for r in dtd)  # DTd's options are incomplete: nothing is chosen yet
+    assert rows[("DTd", "lr", "3e-4")][3:] == ["1", "—", "2.0", "—", "2.0"]
+
+
+def _row_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
 
 
 def test_welch_on_known_numbers():
