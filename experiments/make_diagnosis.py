@@ -8,8 +8,9 @@ spec's two targets (the issue's convention); cells are mean ± std over seeds (d
 value at every checkpoint beside them so that unstable recipes show. The probe table gives the relative
 loss increase when a_<t (or the goal) is shuffled across the batch. `--saturation` (needs the datasets)
 first measures, on 4,096 real windows, the share of pre-tanh head outputs with |x| > 2 at initialisation
-and stores it as results/diagnosis/init_saturation.json. Blocks `<!-- BEGIN diagnosis_* -->` in RESULTS.md
-are replaced; the figure goes to docs/results/diagnosis.png.
+and stores it as results/diagnosis/init_saturation.json; `--dataset-actions` (needs the datasets)
+stores halfcheetah medium-replay's action magnitudes in results/diagnosis/dataset_actions.json. Blocks
+`<!-- BEGIN diagnosis_* -->` in RESULTS.md are replaced; the figure goes to docs/results/diagnosis.png.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ FACTORS = {
 }
 MODEL_LABELS = {"dtd": "DTd", "dt-small": "DT-small", "bc": "BC"}
 SATURATION = "init_saturation.json"
+DATASET_ACTIONS = "dataset_actions.json"
 
 
 def load(records: Path) -> dict[tuple[str, str], dict[int, dict]]:
@@ -186,6 +188,42 @@ def measure_saturation(records: Path) -> None:
     _write(records / SATURATION, json.dumps({"share_abs_gt_2": share, "windows": 4096, "seeds": [0, 1, 2]}, indent=1))
 
 
+def standstill_table(records: Path) -> str:
+    """On halfcheetah a policy that ignores its goal stands still at the start state: the share of evaluation
+    episodes at 64k samples (eval.json, both targets, every seed) scoring below 5, and the mean of the others."""
+    rows = ["| halfcheetah medium-replay | runs | episodes standing still (< 5) | mean score of the others |",
+            "|---|---|---|---|"]
+    for cell, label in CELLS.items():
+        scores = []
+        for path in sorted(records.glob(f"halfcheetah-medium-replay-{cell}-s*/eval.json")):
+            scores.append([x for t in json.loads(path.read_text())["targets"].values() for x in t["normalized"]])
+        if not scores:
+            continue
+        flat = np.concatenate(scores)
+        moving = flat[flat >= 5]
+        rows.append(f"| {label} | {len(scores)} | {int((flat < 5).sum())} of {flat.size} | "
+                    f"{f'{moving.mean():.1f}' if moving.size else '—'} |")
+    path = records / DATASET_ACTIONS
+    if path.is_file():
+        d = json.loads(path.read_text())
+        rows.append(f"| the dataset's actions: mean abs {d['mean_abs_action']:.2f}; at its {d['episodes']} episode "
+                    f"starts mean abs {d['mean_abs_action_at_start']:.2f}, mean {d['mean_action_at_start']:.2f}, "
+                    f"per-dimension std {d['std_action_at_start']:.2f} | | | |")
+    return "\n".join(rows)
+
+
+def measure_dataset_actions(records: Path) -> None:
+    """The halfcheetah medium-replay data's action magnitudes, overall and at episode starts."""
+    from dtd.data.loaders import load_dataset
+
+    data = load_dataset("zoo/halfcheetah/medium-replay-v0")
+    starts = np.stack([e.actions[0] for e in data.episodes])  # (episodes, A)
+    out = {"mean_abs_action": float(np.abs(np.concatenate([e.actions for e in data.episodes])).mean()),
+           "episodes": len(starts), "mean_abs_action_at_start": float(np.abs(starts).mean()),
+           "mean_action_at_start": float(starts.mean()), "std_action_at_start": float(starts.std(0).mean())}
+    _write(records / DATASET_ACTIONS, json.dumps(out, indent=1, sort_keys=True) + "\n")
+
+
 def plot(data: dict, path: Path) -> None:
     import matplotlib
 
@@ -231,6 +269,7 @@ def tables(data: dict, records: Path) -> dict[str, str]:
     out["diagnosis_recipe"] = recipe_table(data)
     out["diagnosis_probe"] = probe_table(data)
     out["diagnosis_saturation"] = saturation_table(records)
+    out["diagnosis_standstill"] = standstill_table(records)
     return out
 
 
@@ -251,10 +290,14 @@ def main() -> int:
     parser.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="markdown file whose blocks are filled")
     parser.add_argument("--figure", default=str(ROOT / "docs" / "results" / "diagnosis.png"))
     parser.add_argument("--saturation", action="store_true", help="measure the head saturation first (datasets)")
+    parser.add_argument("--dataset-actions", action="store_true",
+                        help="first measure halfcheetah medium-replay's action magnitudes (datasets)")
     args = parser.parse_args()
     records = Path(args.records)
     if args.saturation:
         measure_saturation(records)
+    if args.dataset_actions:
+        measure_dataset_actions(records)
     data = load(records)
     if not data:
         print(f"make_diagnosis: no records under {records}", file=sys.stderr)

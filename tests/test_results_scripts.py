@@ -21,7 +21,7 @@ import study  # noqa: E402
 
 BLOCKS = ("study_budget", "study_main", "study_curves", "study_ablation", "study_attention", "study_compute",
           "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_probe",
-          "diagnosis_saturation")
+          "diagnosis_saturation", "diagnosis_standstill")
 HEAD = "a" * 40
 
 
@@ -368,3 +368,15 @@ def test_commit_record_commits_that_folder_only(tmp_path):
     assert git("show", "--name-only", "--format=%s", "HEAD").split() == ["record", "results/study/a-s0",
                                                                          "results/study/a-s0/record.json"]
     assert git("diff", "--cached", "--name-only").split() == ["other.txt"]  # still staged, not committed
+
+
+def test_diagnosis_standstill_counts_the_episodes_that_stay_at_the_start(tmp_path):
+    import make_diagnosis as md
+
+    for seed, scores in ((0, [2.1, 30.0, 2.2]), (1, [31.0, 29.0, 1.9])):
+        run = tmp_path / f"halfcheetah-medium-replay-dtd-lr3e-4-s{seed}"
+        run.mkdir()
+        (run / "eval.json").write_text(json.dumps({"targets": {"12000": {"normalized": scores[:2]},
+                                                               "6000": {"normalized": scores[2:]}}}))
+    row = _row_cells(next(ln for ln in md.standstill_table(tmp_path).splitlines() if ln.startswith("| DTd, centre")))
+    assert row[1:] == ["2", "3 of 6", "30.0"]
