@@ -9,7 +9,8 @@ the shuffled-input probe (dtd.training.probe) at steps 200, 400 and 1,000. Seeds
 
 One factor at a time around a centre (lr 3e-4, batch 64; DTd: the faithful default, c22, bias all,
 head init 1x). Tier 1 (the learning rate of every model) runs first, then tier 2a (the other factors a
-recipe sets: batch for DTd and DT-small, DTd's head init), then tier 2b (dtd 0.1's DTd, c23, bias right).
+recipe sets: batch for DTd and DT-small, DTd's head init), tier 2c (DTd at lr 1e-3 with head init x0.1: the two
+winners of a first seed together), then tier 2b (dtd 0.1's DTd, c23, bias right).
 Records land in results/diagnosis/ (experiments/runner.py); tables: experiments/make_results.py.
 """
 
@@ -45,18 +46,20 @@ TIER2A = {
     "dt-small-b256": ("dt-small", budget("3e-4", 256)),
     "dtd-head0.1": ("dtd", budget("3e-4") + ("--model_opts", "head_init_scale=0.1")),
 }
+# Tier 2c: the two DTd factors that each beat the centre in a first seed, together (does the recipe combine?)
+TIER2C = {"dtd-lr1e-3-head0.1": ("dtd", budget("1e-3") + ("--model_opts", "head_init_scale=0.1"))}
 TIER2B = {
     "dtd-legacy": ("dtd", budget("3e-4") + LEGACY),
     "dtd-c23": ("dtd", budget("3e-4") + ("--combiner", "c23")),
     "dtd-bias-right": ("dtd", budget("3e-4") + ("--bias", "right")),
 }
-TIER2 = {**TIER2A, **TIER2B}
+TIER2 = {**TIER2A, **TIER2C, **TIER2B}
 
 
 def jobs() -> list[Job]:
     """Seed by seed within each tier, so a partial grid has both seeds of the recipe's factors first."""
     out = []
-    for tier in (TIER1, TIER2A, TIER2B):
+    for tier in (TIER1, TIER2A, TIER2C, TIER2B):
         for seed in SEEDS:
             for data in DATASETS:
                 for cell, (model, extra) in tier.items():

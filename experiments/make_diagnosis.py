@@ -31,14 +31,16 @@ CELLS = {  # cell -> what differs from the model's centre (lr 3e-4, batch 64, fa
     "dtd-lr3e-4": "DTd, centre", "dtd-lr1e-3": "DTd, lr 1e-3", "dtd-lr1e-4": "DTd, lr 1e-4",
     "dtd-legacy": "DTd, dtd 0.1 default", "dtd-b256": "DTd, batch 256 x 250 steps", "dtd-c23": "DTd, combiner c23",
     "dtd-head0.1": "DTd, head init x0.1", "dtd-bias-right": "DTd, bias right",
+    "dtd-lr1e-3-head0.1": "DTd, lr 1e-3 + head init x0.1",
     "dt-small-lr3e-4": "DT-small, centre", "dt-small-lr1e-3": "DT-small, lr 1e-3", "dt-small-lr1e-4": "DT-small, lr 1e-4",
     "dt-small-b256": "DT-small, batch 256 x 250 steps",
     "bc-lr3e-4": "BC, centre", "bc-lr1e-3": "BC, lr 1e-3", "bc-lr1e-4": "BC, lr 1e-4",
 }
-# The recipe's factors, one at a time from each model's centre: model -> factor -> option -> cell
+# The recipe's factors, one at a time from each model's centre (and one pair together): model -> factor -> option -> cell
 FACTORS = {
     "dtd": {"lr": {"3e-4": "dtd-lr3e-4", "1e-3": "dtd-lr1e-3", "1e-4": "dtd-lr1e-4"},
-            "batch": {"64": "dtd-lr3e-4", "256": "dtd-b256"}, "head init": {"1x": "dtd-lr3e-4", "0.1x": "dtd-head0.1"}},
+            "batch": {"64": "dtd-lr3e-4", "256": "dtd-b256"}, "head init": {"1x": "dtd-lr3e-4", "0.1x": "dtd-head0.1"},
+            "head init at lr 1e-3": {"1x": "dtd-lr1e-3", "0.1x": "dtd-lr1e-3-head0.1"}},
     "dt-small": {"lr": {"3e-4": "dt-small-lr3e-4", "1e-3": "dt-small-lr1e-3", "1e-4": "dt-small-lr1e-4"},
                  "batch": {"64": "dt-small-lr3e-4", "256": "dt-small-b256"}},
     "bc": {"lr": {"3e-4": "bc-lr3e-4", "1e-3": "bc-lr1e-3", "1e-4": "bc-lr1e-4"}},
