@@ -277,7 +277,8 @@ def test_iql_config_options_nested_and_old_runs_load():
 
 
 def test_committed_old_run_configs_load():
-    """The run records in results/ were written before model_options (top-level keys, model_opts list)."""
+    """The run records in results/ load with the options they name: older ones wrote them as top-level keys and a
+    model_opts list (before model_options), newer ones as the nested model_options mapping."""
     from pathlib import Path
 
     import yaml
@@ -290,7 +291,8 @@ def test_committed_old_run_configs_load():
     for path in files:
         data = yaml.safe_load(path.read_text())
         cfg = config_from_dict(data, str(path))
-        want = {k: data[k] for k in MODEL_FLAGS if data.get(k) is not None}
+        want = dict(data.get("model_options") or {})
+        want.update({k: data[k] for k in MODEL_FLAGS if data.get(k) is not None})
         for opt in data.get("model_opts") or []:
             key = opt.partition("=")[0]
             want[key] = cfg.model_options[key]  # present; its typing is test_option_values_are_typed_by_the_one_checker's
