@@ -233,7 +233,7 @@ def budget_table() -> str:
         f"| samples per run | {steps:,} steps x {batch} = {r['samples']:,}, every model; "
         f"1/{6_400_000 / r['samples']:g} of the paper's DTd budget, 1/{1_600_000 / r['samples']:g} of its DT "
         "budget | DTd 25,000 x 256 = 6.4M; DT 25,000 x 64 = 1.6M |",
-        f"| optimiser | AdamW lr {r['lr']} (`RECIPE` in experiments/study.py; provisional until the diagnosis below is complete), wd 1e-4, linear "
+        f"| optimiser | AdamW lr {r['lr']} (`RECIPE` in experiments/study.py: each model's best complete cell of the diagnosis below), wd 1e-4, linear "
         f"warm-up over {warm:,} steps ({r['warmup_fraction']:.0%}), then the spec's 0.5 + 0.5 * 0.9997^(t - warm-up) "
         f"decay{departures} | lr 1e-4, 10,000 warm-up steps, same decay |",
         "| other | clip 0.25, dropout 0.1, K 20, return scale 1000 | same |",

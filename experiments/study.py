@@ -3,7 +3,8 @@
     MINARI_DATASETS_PATH=../shared/datasets .venv/bin/python experiments/study.py [--workers 2] [--list]
         [--only TEXT] [--commit-records]
 
-Every run: RECIPE below (256,000 samples: 4,000 steps x batch 64, lr 3e-4, linear warm-up over the first 10%
+Every run: its model's recipe below (256,000 samples: 4,000 steps x batch 64; lr 1e-3 for DT-small and
+DT-large, 3e-4 with the head initialised at 0.1x for DTd, 1e-4 for BC; linear warm-up over the first 10%
 of the steps then the spec's decay), AdamW wd 1e-4, clip 0.25, dropout 0.1, K 20; evaluated every 32,000
 samples (500 steps) with 10 episodes at each of the spec's two targets, so every run is a learning curve.
 Models: DTd (the faithful default), DT-small, DT-large (re-sized to DTd) and BC; datasets: hopper and
@@ -35,12 +36,16 @@ from pathlib import Path
 
 from runner import Job, main
 
-# The training recipe, chosen by the diagnosis (RESULTS.md "Diagnosis"; results/diagnosis/): RECIPE for every
-# model, MODEL_RECIPE for a model's departures from it (keys of RECIPE, or "model_opts": `--model_opts` items).
-# PROVISIONAL: lr 3e-4, batch 64, warm-up 10% of the steps; the lead finalises it before the grid starts.
-# Samples per run are fixed; the steps follow from the batch, and evaluations come every EVAL_SAMPLES.
-RECIPE = {"lr": "3e-4", "batch_size": 64, "warmup_fraction": 0.1, "samples": 256_000}
-MODEL_RECIPE: dict[str, dict] = {}
+# The training recipe: each model's best complete cell of the diagnosis (RESULTS.md "Diagnosis", the table
+# "Each model's best complete cell"; results/diagnosis/). RECIPE for every model, MODEL_RECIPE for a model's
+# departures from it (keys of RECIPE, or "model_opts": `--model_opts` items). DT-large, not in the diagnosis,
+# takes DT-small's. Samples per run are fixed; the steps follow from the batch, evaluations come every
+# EVAL_SAMPLES. Re-check against that table before the grid starts: changing it makes finished records stale.
+RECIPE = {"lr": "1e-3", "batch_size": 64, "warmup_fraction": 0.1, "samples": 256_000}  # DT-small's best cell
+MODEL_RECIPE: dict[str, dict] = {
+    "dtd": {"lr": "3e-4", "model_opts": ["head_init_scale=0.1"]},  # DTd, head init x0.1
+    "bc": {"lr": "1e-4"},  # BC, lr 1e-4
+}
 EVAL_SAMPLES = 32_000  # every 500 steps at batch 64
 CKPT_SAMPLES = EVAL_SAMPLES  # checkpoints at the evaluations: <= ~6 min lost to a kill, ~200 MB per run kept
 COMMON = ("--weight_decay", "1e-4", "--grad_clip", "0.25", "--dropout", "0.1", "--context_len", "20",

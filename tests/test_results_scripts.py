@@ -20,7 +20,7 @@ import runner  # noqa: E402
 import study  # noqa: E402
 
 BLOCKS = ("study_budget", "study_main", "study_curves", "study_ablation", "study_attention", "study_compute",
-          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_probe",
+          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_best", "diagnosis_probe",
           "diagnosis_saturation", "diagnosis_standstill")
 HEAD = "a" * 40
 
@@ -191,6 +191,8 @@ def test_diagnosis_recipe_table_marks_each_factors_best_once_every_option_has_tw
     dtd = [r for k, r in rows.items() if k[0] == "DTd"]
     assert not any("✓" in r[2] for r in dtd)  # DTd's options are incomplete: nothing is chosen yet
     assert rows[("DTd", "lr", "3e-4")][3:] == ["1", "—", "2.0", "—", "2.0"]
+    best = {r[0]: r for r in (_row_cells(ln) for ln in md.best_cells(data).splitlines()[2:])}
+    assert best["BC"][1:] == ["BC, lr 1e-3", "20.0", "BC, centre (15.0)"] and "DTd" not in best  # DTd: no complete cell
 
 
 def _row_cells(line: str) -> list[str]:
