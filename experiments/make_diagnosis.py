@@ -99,6 +99,15 @@ def recipe_score(seeds: dict[int, dict]) -> tuple[float, float]:
     return float(np.mean(pts)), float(np.mean(swings)) if swings else float("nan")
 
 
+def cell_scores(data: dict, cell: str) -> tuple[int, dict[str, tuple[float, float]], float | None]:
+    """(runs, dataset -> recipe_score, mean over the datasets or None unless every dataset has 2 seeds)."""
+    per = {d: data.get((d, cell), {}) for d in DATASETS}
+    score = {d: recipe_score(v) for d, v in per.items() if v}
+    complete = all(len(v) >= 2 for v in per.values())
+    mean = float(np.mean([score[d][0] for d in DATASETS])) if complete else None
+    return sum(len(v) for v in per.values()), score, mean
+
+
 def recipe_table(data: dict) -> str:
     """Each factor of each model's recipe: every option's score on both datasets (mean over seeds and the 32k
     and 64k checkpoints) and the mean swing between the two checkpoints; ✓ marks the option with the highest
@@ -107,21 +116,15 @@ def recipe_table(data: dict) -> str:
             "|---|---|---|---|---:|---:|---:|---:|"]
     for model, factors in FACTORS.items():
         for factor, options in factors.items():
-            scored = {}
-            for option, cell in options.items():
-                per = {d: data.get((d, cell), {}) for d in DATASETS}
-                runs = sum(len(v) for v in per.values())
-                score = {d: recipe_score(v) for d, v in per.items() if v}
-                mean = float(np.mean([score[d][0] for d in DATASETS])) if len(score) == len(DATASETS) else None
-                swing = float(np.nanmean([score[d][1] for d in score])) if score else None
-                scored[option] = (runs, score, mean, swing)
-            complete = all(runs >= 2 * len(DATASETS) for runs, *_ in scored.values())
+            scored = {option: cell_scores(data, cell) for option, cell in options.items()}
+            complete = all(mean is not None for _, _, mean in scored.values())
             best = max(scored, key=lambda o: scored[o][2]) if complete else None
-            for option, (runs, score, mean, swing) in scored.items():
+            for option, (runs, score, mean) in scored.items():
                 cols = [f"{score[d][0]:.1f}" if d in score else "—" for d in DATASETS]
+                swing = f"{np.nanmean([s[1] for s in score.values()]):.1f}" if score else "—"
                 mark = " ✓" if option == best else ""
                 rows.append(f"| {MODEL_LABELS[model]} | {factor} | {option}{mark} | {runs} | {' | '.join(cols)} | "
-                            f"{'—' if mean is None else f'{mean:.1f}'} | {'—' if swing is None else f'{swing:.1f}'} |")
+                            f"{'—' if mean is None else f'{mean:.1f}'} | {swing} |")
     return "\n".join(rows)
 
 
@@ -130,14 +133,8 @@ def best_cells(data: dict) -> str:
     recipe_table's. Cells are measured configurations, so a recipe never combines factors untested together."""
     rows = ["| model | its best cell | mean | next best |", "|---|---|---:|---|"]
     for model, label in MODEL_LABELS.items():
-        scored = []
-        for cell in CELLS:
-            if CELLS[cell].split(",")[0] != label:
-                continue
-            per = [data.get((d, cell), {}) for d in DATASETS]
-            if all(len(v) >= 2 for v in per):
-                scored.append((float(np.mean([recipe_score(v)[0] for v in per])), cell))
-        scored.sort(reverse=True)
+        scored = sorted(((mean, cell) for cell in CELLS if cell.startswith(f"{model}-")
+                         for _, _, mean in [cell_scores(data, cell)] if mean is not None), reverse=True)
         if scored:
             nxt = f"{CELLS[scored[1][1]]} ({scored[1][0]:.1f})" if len(scored) > 1 else "—"
             rows.append(f"| {label} | {CELLS[scored[0][1]]} | {scored[0][0]:.1f} | {nxt} |")
