@@ -35,7 +35,9 @@ CELLS = {  # cell -> what differs from the model's centre (lr 3e-4, batch 64, fa
     "dt-small-lr3e-4": "DT-small, centre", "dt-small-lr1e-3": "DT-small, lr 1e-3", "dt-small-lr1e-4": "DT-small, lr 1e-4",
     "dt-small-b256": "DT-small, batch 256 x 250 steps",
     "bc-lr3e-4": "BC, centre", "bc-lr1e-3": "BC, lr 1e-3", "bc-lr1e-4": "BC, lr 1e-4",
+    **{f"d3rlpy-dt-lr{lr}": f"d3rlpy's DT, lr {lr}" for lr in ("1e-3", "3e-4", "1e-4")},
 }
+REFERENCE = "reference-d3rlpy"  # experiments/reference_dt.py's records: an established library's DT on this grid
 # The recipe's factors, one at a time from each model's centre (and one pair together): model -> factor -> option -> cell
 FACTORS = {
     "dtd": {"lr": {"3e-4": "dtd-lr3e-4", "1e-3": "dtd-lr1e-3", "1e-4": "dtd-lr1e-4"},
@@ -73,6 +75,24 @@ def load(records: Path) -> dict[tuple[str, str], dict[int, dict]]:
             elif "loss" in row:
                 loss = row["loss"]
         out.setdefault((tags["dataset"], tags["cell"]), {})[int(tags["seed"])] = dict(evals=evals, probe=probe, loss=loss)
+    out.update(load_reference(records / REFERENCE))
+    return out
+
+
+def load_reference(folder: Path) -> dict[tuple[str, str], dict[int, dict]]:
+    """reference_dt.py's raw returns, scored like dtd's runs: per checkpoint, the better target's mean
+    normalized with dtd's reference returns. Cells d3rlpy-dt-lr<lr>, no probe and no train loss."""
+    from dtd.data.refscores import normalize, ref_scores
+
+    out: dict[tuple[str, str], dict[int, dict]] = {}
+    for path in sorted(folder.glob("*.json")):
+        rec = json.loads(path.read_text())
+        lr = path.stem.rsplit("-lr", 1)[1].rsplit("-s", 1)[0]
+        evals = {int(samples): max(float(np.mean(normalize(np.array(r), *ref_scores(rec["env"]))))
+                                   for r in by_target.values())
+                 for samples, by_target in rec["returns"].items()}
+        out.setdefault((rec["dataset"], f"d3rlpy-dt-lr{lr}"), {})[int(rec["seed"])] = dict(evals=evals, probe={},
+                                                                                           loss=None)
     return out
 
 
@@ -90,7 +110,8 @@ def score_table(data: dict, dataset: str) -> str:
             continue
         at = {n: [s["evals"][n] for s in seeds.values() if n in s["evals"]] for n in (32_000, 64_000)}
         per_seed = ", ".join(" → ".join(f"{s['evals'][n]:.0f}" for n in sorted(s["evals"])) for s in seeds.values())
-        loss = f"{np.mean([s['loss'] for s in seeds.values()]):.4f}"
+        losses = [s["loss"] for s in seeds.values() if s["loss"] is not None]
+        loss = f"{np.mean(losses):.4f}" if losses else "—"
         rows.append(f"| {label} | {len(seeds)} | {mean_std(at[32_000])} | {mean_std(at[64_000])} | {per_seed} | {loss} |")
     return "\n".join(rows)
 
@@ -130,6 +151,21 @@ def recipe_table(data: dict) -> str:
                 mark = " ✓" if option == best else ""
                 rows.append(f"| {MODEL_LABELS[model]} | {factor} | {option}{mark} | {runs} | {' | '.join(cols)} | "
                             f"{'—' if mean is None else f'{mean:.1f}'} | {swing} |")
+    return "\n".join(rows)
+
+
+def reference_table(data: dict) -> str:
+    """dtd's DT-small against d3rlpy's DT at each learning rate of the grid, scored as recipe_table scores."""
+    rows = ["| lr | model | runs | halfcheetah mr | hopper mr | mean | swing 32k↔64k |", "|---|---|---|---:|---:|---:|---:|"]
+    for lr in ("1e-3", "3e-4", "1e-4"):
+        for cell in (f"dt-small-lr{lr}", f"d3rlpy-dt-lr{lr}"):
+            runs, score, mean = cell_scores(data, cell)
+            if not runs:
+                continue
+            cols = [f"{score[d][0]:.1f}" if d in score else "—" for d in DATASETS]
+            swing = f"{np.nanmean([v[1] for v in score.values()]):.1f}"
+            rows.append(f"| {lr} | {CELLS[cell].split(',')[0]} | {runs} | {' | '.join(cols)} | "
+                        f"{'—' if mean is None else f'{mean:.1f}'} | {swing} |")
     return "\n".join(rows)
 
 
@@ -268,7 +304,8 @@ def plot(data: dict, path: Path) -> None:
             seeds_pts.append(last)
             early_pts.append([s["evals"][n] for s in seeds.values() for n in s["evals"] if n < max(s["evals"])])
         y = np.arange(len(labels))
-        ax.barh(y, means, xerr=stds, color=["C0" if lb.startswith("DTd") else "C1" if lb.startswith("DT-") else "C2"
+        ax.barh(y, means, xerr=stds, color=["C0" if lb.startswith("DTd") else "C1" if lb.startswith("DT-") else
+                                            "C3" if lb.startswith("d3rlpy") else "C2"
                                             for lb in labels], alpha=0.7)
         for i, (pts, early) in enumerate(zip(seeds_pts, early_pts)):
             ax.plot(pts, [i] * len(pts), "k.", ms=5, label="seed at 64k" if i == 0 else None)
@@ -292,6 +329,7 @@ def tables(data: dict, records: Path) -> dict[str, str]:
     out = {f"diagnosis_{d.split('-')[0]}": score_table(data, d) for d in DATASETS}
     out["diagnosis_recipe"] = recipe_table(data)
     out["diagnosis_best"] = best_cells(data)
+    out["diagnosis_reference"] = reference_table(data)
     out["diagnosis_probe"] = probe_table(data)
     out["diagnosis_saturation"] = saturation_table(records)
     out["diagnosis_standstill"] = standstill_table(records)

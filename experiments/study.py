@@ -113,7 +113,7 @@ def datasets_step(runs: Path, out: Path) -> list[str]:
     import yaml
 
     from dtd.data.loaders import load_dataset
-    from dtd.training.config import resolve_preset
+    from dtd.config import resolve_preset
 
     means = {}
     for key in DATASETS:

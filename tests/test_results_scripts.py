@@ -20,7 +20,7 @@ import runner  # noqa: E402
 import study  # noqa: E402
 
 BLOCKS = ("study_budget", "study_main", "study_curves", "study_ablation", "study_attention", "study_compute",
-          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_best", "diagnosis_probe",
+          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_best", "diagnosis_reference", "diagnosis_probe",
           "diagnosis_saturation", "diagnosis_standstill")
 HEAD = "a" * 40
 
@@ -382,3 +382,26 @@ def test_diagnosis_standstill_counts_the_episodes_that_stay_at_the_start(tmp_pat
                                                                "6000": {"normalized": scores[2:]}}}))
     row = _row_cells(next(ln for ln in md.standstill_table(tmp_path).splitlines() if ln.startswith("| DTd, centre")))
     assert row[1:] == ["2", "3 of 6", "30.0"]
+
+
+def test_study_datasets_step_reads_the_presets_datasets(shared_datasets, tmp_path, monkeypatch):
+    """The study's first job: each dataset's own mean normalized return, from the preset's dataset."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(shared_datasets))
+    monkeypatch.setattr(study, "DATASETS", ("hopper-medium-replay",))
+    study.datasets_step(tmp_path, tmp_path)
+    means = json.loads((tmp_path / "means.json").read_text())["hopper-medium-replay"]
+    assert means["source"] == "zoo/hopper/medium-replay-v0" and means["episodes"] == 1385
+    assert means["mean_normalized"] == pytest.approx(7.9, abs=0.05)  # ../shared/datasets/README.md's figure
+
+
+def test_study_attention_step_summarises_both_runs(tiny_runs, tmp_path, monkeypatch):
+    """The attention job reads the seed-0 DT-small and DTd checkpoints by their study names."""
+    monkeypatch.setitem(study.ATTENTION, "windows", 8)
+    for model, run in (("dt-small", tiny_runs["dt"]), ("dtd", tiny_runs["dtd"])):
+        (tmp_path / f"{study.ATTENTION['dataset']}-{model}-s0").symlink_to(run)
+    out = tmp_path / "out"
+    out.mkdir()
+    cmds = study.attention_step(tmp_path, out)
+    assert len(cmds) == 2 and {p.name for p in out.iterdir()} == {"dt-small.json", "dtd.json"}
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        study.attention_step(tmp_path / "missing", out)
