@@ -290,7 +290,8 @@ def plot(data: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(13, 5), squeeze=False)
+    rows = max(sum((d, c) in data for c in CELLS) for d in DATASETS)
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(13, max(5.0, 1.8 + 0.32 * rows)), squeeze=False)
     for ax, (dataset, dlabel) in zip(axes[0], DATASETS.items()):
         labels, means, stds, seeds_pts, early_pts = [], [], [], [], []
         for cell, label in CELLS.items():
@@ -314,7 +315,7 @@ def plot(data: dict, path: Path) -> None:
         ax.invert_yaxis()
         ax.set_xlabel("D4RL normalized score at 64k samples, mean ± std (best target)")
         if labels:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
         ax.set_title(dlabel)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
