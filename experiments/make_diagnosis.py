@@ -27,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "diagnosis"
 DATASETS = {"halfcheetah-medium-replay": "halfcheetah medium-replay", "hopper-medium-replay": "hopper medium-replay"}
+LRS = ("1e-3", "3e-4", "1e-4")  # the grid's learning rates
 CELLS = {  # cell -> what differs from the model's centre (lr 3e-4, batch 64, faithful DTd c22 / bias all)
     "dtd-lr3e-4": "DTd, centre", "dtd-lr1e-3": "DTd, lr 1e-3", "dtd-lr1e-4": "DTd, lr 1e-4",
     "dtd-legacy": "DTd, dtd 0.1 default", "dtd-b256": "DTd, batch 256 x 250 steps", "dtd-c23": "DTd, combiner c23",
@@ -35,7 +36,7 @@ CELLS = {  # cell -> what differs from the model's centre (lr 3e-4, batch 64, fa
     "dt-small-lr3e-4": "DT-small, centre", "dt-small-lr1e-3": "DT-small, lr 1e-3", "dt-small-lr1e-4": "DT-small, lr 1e-4",
     "dt-small-b256": "DT-small, batch 256 x 250 steps",
     "bc-lr3e-4": "BC, centre", "bc-lr1e-3": "BC, lr 1e-3", "bc-lr1e-4": "BC, lr 1e-4",
-    **{f"d3rlpy-dt-lr{lr}": f"d3rlpy's DT, lr {lr}" for lr in ("1e-3", "3e-4", "1e-4")},
+    **{f"d3rlpy-dt-lr{lr}": f"d3rlpy's DT, lr {lr}" for lr in LRS},
 }
 REFERENCE = "reference-d3rlpy"  # experiments/reference_dt.py's records: an established library's DT on this grid
 # The recipe's factors, one at a time from each model's centre (and one pair together): model -> factor -> option -> cell
@@ -145,27 +146,27 @@ def recipe_table(data: dict) -> str:
             scored = {option: cell_scores(data, cell) for option, cell in options.items()}
             complete = all(mean is not None for _, _, mean in scored.values())
             best = max(scored, key=lambda o: scored[o][2]) if complete else None
-            for option, (runs, score, mean) in scored.items():
-                cols = [f"{score[d][0]:.1f}" if d in score else "—" for d in DATASETS]
-                swing = f"{np.nanmean([s[1] for s in score.values()]):.1f}" if score else "—"
+            for option, scores in scored.items():
                 mark = " ✓" if option == best else ""
-                rows.append(f"| {MODEL_LABELS[model]} | {factor} | {option}{mark} | {runs} | {' | '.join(cols)} | "
-                            f"{'—' if mean is None else f'{mean:.1f}'} | {swing} |")
+                rows.append(f"| {MODEL_LABELS[model]} | {factor} | {option}{mark} | {score_cols(*scores)} |")
     return "\n".join(rows)
+
+
+def score_cols(runs: int, score: dict[str, tuple[float, float]], mean: float | None) -> str:
+    """cell_scores as table cells: runs | each dataset's score | mean over the datasets | mean swing."""
+    cols = [f"{score[d][0]:.1f}" if d in score else "—" for d in DATASETS]
+    swing = f"{np.nanmean([s[1] for s in score.values()]):.1f}" if score else "—"
+    return f"{runs} | {' | '.join(cols)} | {'—' if mean is None else f'{mean:.1f}'} | {swing}"
 
 
 def reference_table(data: dict) -> str:
     """dtd's DT-small against d3rlpy's DT at each learning rate of the grid, scored as recipe_table scores."""
     rows = ["| lr | model | runs | halfcheetah mr | hopper mr | mean | swing 32k↔64k |", "|---|---|---|---:|---:|---:|---:|"]
-    for lr in ("1e-3", "3e-4", "1e-4"):
+    for lr in LRS:
         for cell in (f"dt-small-lr{lr}", f"d3rlpy-dt-lr{lr}"):
-            runs, score, mean = cell_scores(data, cell)
-            if not runs:
-                continue
-            cols = [f"{score[d][0]:.1f}" if d in score else "—" for d in DATASETS]
-            swing = f"{np.nanmean([v[1] for v in score.values()]):.1f}"
-            rows.append(f"| {lr} | {CELLS[cell].split(',')[0]} | {runs} | {' | '.join(cols)} | "
-                        f"{'—' if mean is None else f'{mean:.1f}'} | {swing} |")
+            scores = cell_scores(data, cell)
+            if scores[0]:
+                rows.append(f"| {lr} | {CELLS[cell].split(',')[0]} | {score_cols(*scores)} |")
     return "\n".join(rows)
 
 
