@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/pip install -q --disable-pip-version-check "torch==${DTD_TORCH:-2.13.0}"
 fi
-if ! .venv/bin/python -c "import dtd, pytest, onnxruntime, importlinter" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.dtd-installed ]; then
+if ! .venv/bin/python -c "import dtd, pytest, onnxruntime, importlinter, scipy" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.dtd-installed ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
   touch .venv/.dtd-installed
 fi
