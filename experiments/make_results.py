@@ -77,6 +77,11 @@ class Run:
     def best(self) -> float:
         return max([self.last, *self.curve.values()])
 
+    @property
+    def mean_over_curve(self) -> float:
+        """The mean of every evaluation's score: the area under the learning curve over its width."""
+        return float(np.mean(list(self.curve.values()))) if self.curve else self.last
+
 
 @dataclass
 class Records:
@@ -214,6 +219,17 @@ def main_table(rec: Records) -> str:
         cells.append(differ_text([r.last for r in rec.cell("main", d, "dtd")],
                                  [r.last for r in rec.cell("main", d, "dt-small")]))
         rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def efficiency_table(rec: Records) -> str:
+    """Per dataset and model, the mean score over a run's evaluations (higher: learns sooner, or better)."""
+    head = ["dataset"] + [MODEL_LABELS[m] for m in study.MODELS] + ["DTd − DT-small (Welch 95% CI)"]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(study.MODELS) + "---|"]
+    for d in study.DATASETS:
+        scores = {m: [r.mean_over_curve for r in rec.cell("main", d, m)] for m in study.MODELS}
+        rows.append(f"| {label(d)} | " + " | ".join(mean_std(v) for v in scores.values()) + " | "
+                    f"{differ_text(scores['dtd'], scores['dt-small'])} |")
     return "\n".join(rows)
 
 
@@ -393,6 +409,7 @@ def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool 
     if rec.attention:
         attention += f"\n\n![attention]({os.path.relpath(figures / 'attention_study.png', base)})"
     blocks = {"study_budget": budget_table(), "study_main": main_table(rec), "study_curves": curves_block(rec, curve_figs, base),
+              "study_efficiency": efficiency_table(rec),
               "study_ablation": ablation_table(rec), "study_attention": attention,
               "study_compute": compute_table(rec), "study_seeds": seeds_table(rec)}
     diag = make_diagnosis.load(diagnosis) if diagnosis.is_dir() else {}

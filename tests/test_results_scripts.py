@@ -19,9 +19,9 @@ import make_results  # noqa: E402
 import runner  # noqa: E402
 import study  # noqa: E402
 
-BLOCKS = ("study_budget", "study_main", "study_curves", "study_ablation", "study_attention", "study_compute",
-          "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe", "diagnosis_best", "diagnosis_reference", "diagnosis_probe",
-          "diagnosis_saturation", "diagnosis_standstill")
+BLOCKS = ("study_budget", "study_main", "study_curves", "study_efficiency", "study_ablation", "study_attention",
+          "study_compute", "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe",
+          "diagnosis_best", "diagnosis_reference", "diagnosis_probe", "diagnosis_saturation", "diagnosis_standstill")
 HEAD = "a" * 40
 
 
@@ -117,6 +117,11 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     assert (tmp_path / "figures" / "curve_hopper-medium.png").stat().st_size > 1000
     assert not (tmp_path / "figures" / "curve_halfcheetah-medium.png").exists()
     assert _row(text, "32k")[1:] == ["30.0 ± 21.6", "25.0 ± 5.0 (n=2)", "—", "5.0 (n=1)"]  # DTd: 60, 10, 20
+    # learning sooner: each run's mean over its evaluations (DTd: 50, 30, 40; DT-small: 15, 25; BC: 6)
+    efficiency = text.split("<!-- BEGIN study_efficiency -->")[1].split("<!-- END")[0]
+    cells = _row(efficiency, "hopper medium")
+    assert cells[1:5] == ["40.0 ± 8.2", "20.0 ± 5.0 (n=2)", "—", "6.0 (n=1)"]
+    assert cells[5].startswith("+20.0 [") and cells[5].endswith("(n=3 vs 2)")
     # ablation: the default row is the main grid's DTd; a variant is compared with it
     assert _row(text, "bias all, c22 (default)")[1:3] == ["30.0 (n=1)", "30.0 (n=1)"]
     assert _row(text, "bias b0 (no goal)")[1:4] == ["12.0 (n=1)", "12.0 (n=1)", "— (n=1 vs 1)"]
