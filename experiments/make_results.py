@@ -18,6 +18,10 @@ interval of the mean difference (scipy.stats.ttest_ind, equal_var=False). "diffe
 0 (p < 0.05), "no evidence" otherwise. With 3 seeds per side the test has little power: "no evidence" is not
 evidence of equality. A bootstrap was not used: with 3 values per side it can only resample 10 distinct means
 and its interval is too narrow.
+
+Claims. The paper's three claims side by side (block study_claims), each the same Welch comparison per dataset:
+DTd − DT-small on the last score, DTd − DT-large on the last score, DTd − DT-small on the mean over the curve;
+the last row counts the datasets where DTd is ahead, behind, not told apart, or not yet testable.
 """
 
 from __future__ import annotations
@@ -152,14 +156,23 @@ def welch(a: list[float], b: list[float], level: float = 0.95) -> dict | None:
     return {"diff": diff, "lo": float(ci.low), "hi": float(ci.high), "p": float(test.pvalue), "df": float(test.df)}
 
 
+def verdict(a: list[float], b: list[float]) -> str:
+    """Where a stands against b: 'ahead' or 'behind' when Welch's 95% interval excludes 0, else 'no evidence';
+    'untested' with fewer than 2 values a side."""
+    w = welch(a, b)
+    if w is None:
+        return "untested"
+    return "ahead" if w["lo"] > 0 else "behind" if w["hi"] < 0 else "no evidence"
+
+
 def differ_text(a: list[float], b: list[float]) -> str:
     """'+4.1 [−2.0, 10.2], p 0.16: no evidence' (or ': differ'), with n= when a side is short of 3 seeds."""
     w = welch(a, b)
     if w is None:
         return f"— (n={len(a)} vs {len(b)})" if a or b else "—"
-    verdict = "differ" if w["lo"] > 0 or w["hi"] < 0 else "no evidence"
+    word = "no evidence" if w["lo"] <= 0 <= w["hi"] else "differ"
     short = "" if len(a) >= len(study.SEEDS) and len(b) >= len(study.SEEDS) else f" (n={len(a)} vs {len(b)})"
-    return f"{w['diff']:+.1f} [{w['lo']:.1f}, {w['hi']:.1f}], p {w['p']:.2f}: {verdict}{short}"
+    return f"{w['diff']:+.1f} [{w['lo']:.1f}, {w['hi']:.1f}], p {w['p']:.2f}: {word}{short}"
 
 
 def mean_std(values: list[float]) -> str:
@@ -230,6 +243,34 @@ def efficiency_table(rec: Records) -> str:
         scores = {m: [r.mean_over_curve for r in rec.cell("main", d, m)] for m in study.MODELS}
         rows.append(f"| {label(d)} | " + " | ".join(mean_std(v) for v in scores.values()) + " | "
                     f"{differ_text(scores['dtd'], scores['dt-small'])} |")
+    return "\n".join(rows)
+
+
+# The paper's three claims, each as one Welch comparison per dataset: (claim, other model, score of a run).
+CLAIMS = (("DTd beats DT", "dt-small", "last"),
+          ("DTd beats a DT of its size", "dt-large", "last"),
+          ("DTd learns sooner", "dt-small", "mean_over_curve"))
+SCORE_LABELS = {"last": "last", "mean_over_curve": "mean over the curve"}
+
+
+def claims_table(rec: Records) -> str:
+    """One column per claim, one row per dataset (DTd minus the other model), and a tally of the datasets."""
+    head = ["dataset"] + [f"{c}: DTd − {MODEL_LABELS[m]}, {SCORE_LABELS[s]}" for c, m, s in CLAIMS]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---|" * len(CLAIMS)]
+    tallies: list[dict[str, int]] = [{} for _ in CLAIMS]
+    for d in study.DATASETS:
+        dtd = rec.cell("main", d, "dtd")
+        cells = [label(d)]
+        for tally, (_, other, score) in zip(tallies, CLAIMS):
+            a = [getattr(r, score) for r in dtd]
+            b = [getattr(r, score) for r in rec.cell("main", d, other)]
+            cells.append(differ_text(a, b))
+            v = verdict(a, b)
+            tally[v] = tally.get(v, 0) + 1
+        rows.append("| " + " | ".join(cells) + " |")
+    order = ("ahead", "behind", "no evidence", "untested")
+    rows.append("| **datasets** | " + " | ".join(
+        ", ".join(f"{v} {t.get(v, 0)}" for v in order) for t in tallies) + " |")
     return "\n".join(rows)
 
 
@@ -409,7 +450,7 @@ def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool 
     if rec.attention:
         attention += f"\n\n![attention]({os.path.relpath(figures / 'attention_study.png', base)})"
     blocks = {"study_budget": budget_table(), "study_main": main_table(rec), "study_curves": curves_block(rec, curve_figs, base),
-              "study_efficiency": efficiency_table(rec),
+              "study_efficiency": efficiency_table(rec), "study_claims": claims_table(rec),
               "study_ablation": ablation_table(rec), "study_attention": attention,
               "study_compute": compute_table(rec), "study_seeds": seeds_table(rec)}
     diag = make_diagnosis.load(diagnosis) if diagnosis.is_dir() else {}

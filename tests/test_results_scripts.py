@@ -19,8 +19,8 @@ import make_results  # noqa: E402
 import runner  # noqa: E402
 import study  # noqa: E402
 
-BLOCKS = ("study_budget", "study_main", "study_curves", "study_efficiency", "study_ablation", "study_attention",
-          "study_compute", "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe",
+BLOCKS = ("study_budget", "study_main", "study_curves", "study_efficiency", "study_claims", "study_ablation",
+          "study_attention", "study_compute", "study_seeds", "diagnosis_halfcheetah", "diagnosis_hopper", "diagnosis_recipe",
           "diagnosis_best", "diagnosis_reference", "diagnosis_probe", "diagnosis_saturation", "diagnosis_standstill")
 HEAD = "a" * 40
 
@@ -122,6 +122,17 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     cells = _row(efficiency, "hopper medium")
     assert cells[1:5] == ["40.0 ± 8.2", "20.0 ± 5.0 (n=2)", "—", "6.0 (n=1)"]
     assert cells[5].startswith("+20.0 [") and cells[5].endswith("(n=3 vs 2)")
+    # the claims: DTd − DT-small last, +35 [10.1, 59.9] (ahead; df 2.88); no DT-large (untested); DTd −
+    # DT-small over the curve, +20 with the same standard error, so an interval that holds 0 (no evidence)
+    claims = text.split("<!-- BEGIN study_claims -->")[1].split("<!-- END")[0]
+    cells = _row(claims, "hopper medium")
+    assert cells[1] == "+35.0 [10.1, 59.9], p 0.02: differ (n=3 vs 2)"
+    assert cells[2] == "— (n=3 vs 0)"
+    assert cells[3].startswith("+20.0 [") and cells[3].endswith(": no evidence (n=3 vs 2)")
+    assert _row(claims, "hopper medium-replay")[1:] == ["— (n=1 vs 0)"] * 3
+    assert _row(claims, "**datasets**")[1:] == ["ahead 1, behind 0, no evidence 0, untested 5",
+                                                "ahead 0, behind 0, no evidence 0, untested 6",
+                                                "ahead 0, behind 0, no evidence 1, untested 5"]
     # ablation: the default row is the main grid's DTd; a variant is compared with it
     assert _row(text, "bias all, c22 (default)")[1:3] == ["30.0 (n=1)", "30.0 (n=1)"]
     assert _row(text, "bias b0 (no goal)")[1:4] == ["12.0 (n=1)", "12.0 (n=1)", "— (n=1 vs 1)"]
@@ -202,6 +213,13 @@ def test_diagnosis_recipe_table_marks_each_factors_best_once_every_option_has_tw
 
 def _row_cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_verdict_says_which_side_is_ahead():
+    assert make_results.verdict([10.0, 11.0, 12.0], [1.0, 2.0, 3.0]) == "ahead"
+    assert make_results.verdict([1.0, 2.0, 3.0], [10.0, 11.0, 12.0]) == "behind"
+    assert make_results.verdict([1.0, 5.0, 9.0], [2.0, 6.0, 7.0]) == "no evidence"
+    assert make_results.verdict([1.0], [2.0, 3.0]) == "untested"
 
 
 def test_welch_on_known_numbers():
