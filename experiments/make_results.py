@@ -298,12 +298,19 @@ def curves_block(rec: Records, figures: dict[str, Path], base: Path) -> str:
     return "\n\n".join(parts)
 
 
+def ablation_runs(rec: Records) -> dict[str, list[Run]]:
+    """Variant -> its runs on the ablation's dataset, in the table's order; the default is the main grid's DTd."""
+    d = study.ABLATION_DATASET
+    return {v: rec.cell("main", d, "dtd") if v == "default" else rec.cell("ablation", d, "dtd", v)
+            for v in ("bias-b0", "bias-left", "bias-right", "default", "combiner-c21", "combiner-c23")}
+
+
 def ablation_table(rec: Records) -> str:
     d = study.ABLATION_DATASET
-    default = [r.last for r in rec.cell("main", d, "dtd")]
+    variants = ablation_runs(rec)
+    default = [r.last for r in variants["default"]]
     rows = [f"| DTd variant ({label(d)}) | last | best | − default, last (Welch 95% CI) |", "|---|---:|---:|---|"]
-    for variant in ("bias-b0", "bias-left", "bias-right", "default", "combiner-c21", "combiner-c23"):
-        runs = rec.cell("main", d, "dtd") if variant == "default" else rec.cell("ablation", d, "dtd", variant)
+    for variant, runs in variants.items():
         last = [r.last for r in runs]
         versus = "" if variant == "default" else differ_text(last, default)
         rows.append(f"| {ABLATION_LABELS[variant]} | {mean_std(last)} | {mean_std([r.best for r in runs])} | "
@@ -387,31 +394,43 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curve(rec: Records, dataset: str, path: Path) -> bool:
-    """Score against samples seen for every model on one dataset: mean line, ±std band, seeds as dots."""
+    """Score against samples seen for every model on one dataset."""
+    series = {MODEL_LABELS[m]: rec.cell("main", dataset, m) for m in study.MODELS}
+    return plot_series(series, label(dataset), rec.datasets.get(dataset, {}).get("mean_normalized"), path)
+
+
+def plot_ablation(rec: Records, path: Path) -> bool:
+    """Score against samples seen for every DTd variant of the ablation."""
+    series = {ABLATION_LABELS[v]: runs for v, runs in ablation_runs(rec).items()}
+    d = study.ABLATION_DATASET
+    return plot_series(series, f"DTd ablation, {label(d)}", rec.datasets.get(d, {}).get("mean_normalized"), path)
+
+
+def plot_series(series: dict[str, list[Run]], title: str, mean: float | None, path: Path) -> bool:
+    """One line per series (mean over its seeds, ±std band, seeds as dots); False, and no file, if none has a curve."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
-    for i, m in enumerate(study.MODELS):
-        runs = [r for r in rec.cell("main", dataset, m) if r.curve]
+    for i, (name, cell) in enumerate(series.items()):
+        runs = [r for r in cell if r.curve]
         if not runs:
             continue
         xs = sorted({s for r in runs for s in r.curve})
         vals = [[r.curve[s] for r in runs if s in r.curve] for s in xs]
-        mean, std = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
+        centre, spread = np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
         k = np.array(xs) / 1000
-        ax.plot(k, mean, marker="o", ms=3, color=f"C{i}", label=f"{MODEL_LABELS[m]} (n={len(runs)})")
-        ax.fill_between(k, mean - std, mean + std, color=f"C{i}", alpha=0.15, lw=0)
+        ax.plot(k, centre, marker="o", ms=3, color=f"C{i}", label=f"{name} (n={len(runs)})")
+        ax.fill_between(k, centre - spread, centre + spread, color=f"C{i}", alpha=0.15, lw=0)
         for r in runs:
             ax.plot(np.array(sorted(r.curve)) / 1000, [r.curve[s] for s in sorted(r.curve)], ".", color=f"C{i}",
                     ms=2, alpha=0.6)
         drawn = True
-    mean = rec.datasets.get(dataset, {}).get("mean_normalized")
     if mean is not None:
         ax.axhline(mean, color="gray", ls="--", lw=1, label="dataset mean")
     ax.set_xlabel("training samples seen (thousands)")
     ax.set_ylabel("D4RL normalized score (best target)")
-    ax.set_title(f"{label(dataset)}: mean ± std over seeds, dots = seeds")
+    ax.set_title(f"{title}: mean ± std over seeds, dots = seeds")
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(fontsize=8)
@@ -438,20 +457,26 @@ def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool 
     rec = load_records(records)
     curve_figs = {d: figures / f"curve_{d}.png" for d in study.DATASETS if any(
         r.curve for m in study.MODELS for r in rec.cell("main", d, m))}
+    has_ablation = any(r.curve for v, runs in ablation_runs(rec).items() if v != "default" for r in runs)
     if draw:
         import matplotlib
 
         matplotlib.use("Agg")
         for d, path in curve_figs.items():
             plot_curve(rec, d, path)
+        if has_ablation:
+            plot_ablation(rec, figures / "curve_ablation.png")
         if rec.attention:
             plot_attention(rec, figures / "attention_study.png")
+    ablation = ablation_table(rec)
+    if has_ablation:
+        ablation += f"\n\n![ablation]({os.path.relpath(figures / 'curve_ablation.png', base)})"
     attention = attention_table(rec)
     if rec.attention:
         attention += f"\n\n![attention]({os.path.relpath(figures / 'attention_study.png', base)})"
     blocks = {"study_budget": budget_table(), "study_main": main_table(rec), "study_curves": curves_block(rec, curve_figs, base),
               "study_efficiency": efficiency_table(rec), "study_claims": claims_table(rec),
-              "study_ablation": ablation_table(rec), "study_attention": attention,
+              "study_ablation": ablation, "study_attention": attention,
               "study_compute": compute_table(rec), "study_seeds": seeds_table(rec)}
     diag = make_diagnosis.load(diagnosis) if diagnosis.is_dir() else {}
     blocks.update(make_diagnosis.tables(diag, diagnosis))

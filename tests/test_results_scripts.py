@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,8 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     assert _row(text, "bias all, c22 (default)")[1:3] == ["30.0 (n=1)", "30.0 (n=1)"]
     assert _row(text, "bias b0 (no goal)")[1:4] == ["12.0 (n=1)", "12.0 (n=1)", "— (n=1 vs 1)"]
     assert _row(text, "combiner c23 (gate)")[1:4] == ["—", "—", "— (n=0 vs 1)"]
+    assert "![ablation](figures/curve_ablation.png)" in text  # its curves, once a variant has a run
+    assert (tmp_path / "figures" / "curve_ablation.png").stat().st_size > 1000
     # attention from the step's record; DTd's join has no goal token
     assert _row(text, "state → action")[1:] == ["11.1%", "25.0%"]
     assert _row(text, "goal → goal")[1:] == ["11.1%", "n/a"]
@@ -148,6 +151,15 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     assert f"Progress: 10 of {len(study.jobs())} jobs of experiments/study.py have a record." in text
     assert "other arguments" not in text
     assert "1 run(s) were resumed" in text and "| hopper-medium-dtd-s2 | 60.0 | 60.0 (64k) | 2 | aaaaaaa | 10 min (resumed) |" in text
+
+
+def test_the_ablation_figure_waits_for_a_variant(tmp_path, grid):
+    """The default row alone (the main grid's DTd) is no ablation: no figure, no link."""
+    shutil.rmtree(grid / "hopper-medium-replay-bias-b0-s0")
+    blocks = make_results.build(grid, tmp_path / "no-diagnosis", tmp_path / "figures", tmp_path)
+    assert "![ablation]" not in blocks["study_ablation"]
+    assert not (tmp_path / "figures" / "curve_ablation.png").exists()
+    assert (tmp_path / "figures" / "curve_hopper-medium-replay.png").is_file()
 
 
 def test_make_results_is_byte_for_byte_and_check(tmp_path, grid):
