@@ -156,13 +156,15 @@ def welch(a: list[float], b: list[float], level: float = 0.95) -> dict | None:
     return {"diff": diff, "lo": float(ci.low), "hi": float(ci.high), "p": float(test.pvalue), "df": float(test.df)}
 
 
-def verdict(a: list[float], b: list[float]) -> str:
-    """Where a stands against b: 'ahead' or 'behind' when Welch's 95% interval excludes 0, else 'no evidence';
-    'untested' with fewer than 2 values a side."""
-    w = welch(a, b)
-    if w is None:
-        return "untested"
+def _side(w: dict) -> str:
+    """'ahead' or 'behind' when the interval excludes 0, else 'no evidence' (the one rule every table uses)."""
     return "ahead" if w["lo"] > 0 else "behind" if w["hi"] < 0 else "no evidence"
+
+
+def verdict(a: list[float], b: list[float]) -> str:
+    """Where a stands against b by Welch's 95% interval; 'untested' with fewer than 2 values a side."""
+    w = welch(a, b)
+    return "untested" if w is None else _side(w)
 
 
 def differ_text(a: list[float], b: list[float]) -> str:
@@ -170,7 +172,7 @@ def differ_text(a: list[float], b: list[float]) -> str:
     w = welch(a, b)
     if w is None:
         return f"— (n={len(a)} vs {len(b)})" if a or b else "—"
-    word = "no evidence" if w["lo"] <= 0 <= w["hi"] else "differ"
+    word = "no evidence" if _side(w) == "no evidence" else "differ"
     short = "" if len(a) >= len(study.SEEDS) and len(b) >= len(study.SEEDS) else f" (n={len(a)} vs {len(b)})"
     return f"{w['diff']:+.1f} [{w['lo']:.1f}, {w['hi']:.1f}], p {w['p']:.2f}: {word}{short}"
 
@@ -299,10 +301,10 @@ def curves_block(rec: Records, figures: dict[str, Path], base: Path) -> str:
 
 
 def ablation_runs(rec: Records) -> dict[str, list[Run]]:
-    """Variant -> its runs on the ablation's dataset, in the table's order; the default is the main grid's DTd."""
+    """Variant -> its runs on the ablation's dataset, in ABLATION_LABELS' order; the default is the main grid's DTd."""
     d = study.ABLATION_DATASET
     return {v: rec.cell("main", d, "dtd") if v == "default" else rec.cell("ablation", d, "dtd", v)
-            for v in ("bias-b0", "bias-left", "bias-right", "default", "combiner-c21", "combiner-c23")}
+            for v in ABLATION_LABELS}
 
 
 def ablation_table(rec: Records) -> str:
