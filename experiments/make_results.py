@@ -345,12 +345,15 @@ def compute_table(rec: Records) -> str:
     groups["DTd ablations"] = [r for r in rec.runs if r.group == "ablation"]
     rows = ["| runs of | records | training samples/s (median) | training per run | wall per run | total wall |",
             "|---|---:|---:|---:|---:|---:|"]
+    per_run: dict[str, float] = {}  # mean wall seconds of the runs that ran in one go, by row
     for name, runs in groups.items():
         if not runs:
             rows.append(f"| {name} | 0 | — | — | — | — |")
             continue
         whole = [r.wall_seconds for r in runs if r.segments == 1]  # a resumed run's wall is its last segment's
-        wall = f"{np.mean(whole) / 60:.0f} min" if whole else "—"
+        if whole:
+            per_run[name] = float(np.mean(whole))
+        wall = f"{per_run[name] / 60:.0f} min" if whole else "—"
         rows.append(f"| {name} | {len(runs)} | {np.median([r.samples_per_s for r in runs]):.0f} | "
                     f"{np.mean([r.train_seconds for r in runs]) / 60:.0f} min | {wall} | "
                     f"{sum(r.wall_seconds for r in runs) / 3600:.1f} h |")
@@ -366,10 +369,31 @@ def compute_table(rec: Records) -> str:
     lines = [f"Progress: {have} of {len(expected)} jobs of experiments/study.py have a record."
              + (f" {resumed} run(s) were resumed after an interruption (wall time: last segment only)." if resumed else ""),
              "Code (the last commit changing src/ (presets included) when each job started; records): " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
+    lines.append(left_text([j for j in expected if j.name not in names], per_run))
     if stale:
         lines.append(f"**{len(stale)} record(s) were made with other arguments than experiments/study.py gives "
                      f"now** (they are in the tables): {', '.join(stale)}.")
     return "\n".join(rows) + "\n\n" + "\n".join(lines)
+
+
+def left_text(todo: list[study.Job], per_run: dict[str, float], workers: int = 2) -> str:
+    """What the jobs without a record will cost, from the wall per run measured so far (an estimate: the
+    mean of each model's whole runs; an ablation run costs what DTd's do until ablation runs are in)."""
+    if not todo:
+        return "Left: nothing; the grid is in."
+    hours, unknown = 0.0, []
+    for job in todo:
+        if job.step is not None:
+            continue  # steps take seconds
+        row = "DTd ablations" if job.tags["group"] == "ablation" else MODEL_LABELS[job.tags["model"]]
+        seconds = per_run.get(row, per_run.get("DTd") if row == "DTd ablations" else None)
+        if seconds is None:
+            unknown.append(job.name)
+        else:
+            hours += seconds / 3600
+    text = (f"Left: {len(todo)} jobs, about {hours:.0f} worker-hours at the wall per run above "
+            f"(about {hours / workers:.0f} h of wall time with {workers} workers; an estimate, not a measurement)")
+    return text + (f", not counting {len(unknown)} run(s) of models with no whole run yet." if unknown else ".")
 
 
 def seeds_table(rec: Records) -> str:

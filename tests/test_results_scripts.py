@@ -150,6 +150,9 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     # compute: progress against the study's job list, the resumed run flagged
     assert f"Progress: 10 of {len(study.jobs())} jobs of experiments/study.py have a record." in text
     assert "other arguments" not in text
+    # 79 jobs left: 61 at the 600 s every run here took; the 18 DT-large runs have no measured cost yet
+    assert ("Left: 79 jobs, about 10 worker-hours at the wall per run above (about 5 h of wall time with 2 workers; "
+            "an estimate, not a measurement), not counting 18 run(s) of models with no whole run yet.") in text
     assert "1 run(s) were resumed" in text and "| hopper-medium-dtd-s2 | 60.0 | 60.0 (64k) | 2 | aaaaaaa | 10 min (resumed) |" in text
 
 
@@ -225,6 +228,16 @@ def test_diagnosis_recipe_table_marks_each_factors_best_once_every_option_has_tw
 
 def _row_cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_left_text_costs_ablations_as_dtd_until_their_own_runs_are_in():
+    todo = [study.train_job("ablation", "hopper-medium-replay", "dtd", 0, "bias-b0"),
+            study.train_job("main", "hopper-medium", "bc", 1)]
+    assert make_results.left_text(todo, {"DTd": 7200.0, "BC": 3600.0}).startswith(
+        "Left: 2 jobs, about 3 worker-hours at the wall per run above (about 2 h of wall time with 2 workers;")
+    assert "about 2 worker-hours" in make_results.left_text(todo, {"DTd": 7200.0, "DTd ablations": 3600.0, "BC": 3600.0})
+    assert make_results.left_text(todo[:1], {"BC": 60.0}).endswith("not counting 1 run(s) of models with no whole run yet.")
+    assert make_results.left_text([], {}) == "Left: nothing; the grid is in."
 
 
 def test_verdict_says_which_side_is_ahead():
