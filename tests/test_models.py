@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
 from dtd.errors import DtdError
-from dtd.models import DTdConfig, build_model
+from dtd.models import MODEL_NAMES, DTdConfig, build_model
 
 S, A, K, T = 5, 2, 5, 50  # state dim, action dim, window, max_ep_len: tiny
 TINY = {
@@ -255,6 +257,15 @@ def test_parameter_counts_hopper():
     # "more heads, layers and a higher dimension" than dt-small
     assert large.config.n_layer > 3 and large.config.n_head > 1 and large.config.hidden_size > 128
     assert build_model("bc", 11, 3).num_params() == 135_427
+
+
+def test_readme_model_table_gives_the_parameters_each_model_builds():
+    """The README's Models table is where users read the sizes; it once kept a count the default had left."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \|.*\| ([\d,]+) \|$", readme, flags=re.M))
+    assert set(rows) == set(MODEL_NAMES)
+    for name, count in rows.items():
+        assert build_model(name, 11, 3).num_params() == int(count.replace(",", "")), name
 
 
 def test_default_dtd_trains_every_parameter():
