@@ -385,8 +385,10 @@ def left_text(todo: list[study.Job], per_run: dict[str, float], workers: int = 2
     for job in todo:
         if job.step is not None:
             continue  # steps take seconds
-        row = "DTd ablations" if job.tags["group"] == "ablation" else MODEL_LABELS[job.tags["model"]]
-        seconds = per_run.get(row, per_run.get("DTd") if row == "DTd ablations" else None)
+        if job.tags["group"] == "ablation":
+            seconds = per_run.get("DTd ablations", per_run.get("DTd"))
+        else:
+            seconds = per_run.get(MODEL_LABELS[job.tags["model"]])
         if seconds is None:
             unknown.append(job.name)
         else:
