@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU leg of BENCHMARKS.md: the main job on CUDA, then `dtd bench --device cuda` for fp32 / bf16 eager
+# The GPU leg of BENCHMARKS.md: the main job on CUDA (eager, then with --compile cudagraphs), then `dtd bench --device cuda` for fp32 / bf16 eager
 # and the torch.compile and CUDA-graph variants. Each step has its own time limit and writes its own JSON,
 # so a slow compilation costs only its own row. The variants run in separate processes, a few at a time,
 # because each torch.compile of the training step takes 20-40 s on a cold cache.
@@ -22,6 +22,8 @@ step() {  # step NAME SECONDS COMMAND...: run, log, report the exit status and t
 }
 
 step main-job 150 $DTD train --device cuda --no-progress --out_dir "$OUT/runs" --run_name main-job --force
+step main-job-cudagraphs 170 $DTD train --device cuda --compile cudagraphs --no-progress --out_dir "$OUT/runs" \
+  --run_name main-job-cudagraphs --force
 BENCH="$DTD bench --device cuda --presets dtd --eval-workers 1 --no-progress"
 ONLY_TRAIN="--no-naive --eval-episodes 1 --reference-episodes 1 --eval-max-steps 20"  # skip the curve
 step bench 150 $BENCH --batch-sizes 64,256 --variants bf16 --out "$OUT/bench-b64-b256-bf16.json"

@@ -206,6 +206,7 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("train-device-gpu", T + ["--device", "gpu"], "unknown device"),
     ("train-device-cuda-x", T + ["--device", "cuda:x"], "unknown device"),
     ("train-device-cpu-index", T + ["--device", "cpu:1"], "unknown device"),
+    ("train-compile-unknown", T + ["--compile", "fast"], "--compile must be one of"),
     ("train-resume-device-tpu", ["train", "--resume", "runs/good", "--steps", "10", "--device", "tpu"],
      "unknown device"),
     ("eval-device-tpu", E + ["--device", "tpu"], "unknown device"),

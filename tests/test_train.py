@@ -140,3 +140,31 @@ def test_fused_adamw_matches_per_tensor_adamw():
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_wraps_the_training_forward(tiny_dataset, tmp_path, monkeypatch):
+    """--compile cudagraphs hands the training forward to torch.compile in "reduce-overhead" mode; evaluation and the
+    checkpoint keep the plain model. Dynamo traces for real here, with its eager backend (no Inductor build on a CPU,
+    no CUDA graphs), so the steps must match the uncompiled run's."""
+    real_compile, modes = torch.compile, []
+
+    def recording_compile(model, mode=None, **_):
+        modes.append(mode)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    base = dict(dataset=tiny_dataset, context_len=5, max_ep_len=64, batch_size=8, steps=6, warmup_steps=2,
+                model_options=dict(hidden_size=16, n_layer=1, ff_dim=16, join_ff_dim=16), eval_episodes=0,
+                log_every=3, out_dir=str(tmp_path))  # fmt: skip
+    plain = train(TrainConfig(**base, run_name="plain"), progress=False)
+    assert modes == []
+    compiled = train(TrainConfig(**base, compile="cudagraphs", run_name="compiled"), progress=False)
+    assert modes == ["reduce-overhead"] and compiled.step == 6
+    ckpt = read_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")
+    assert not any("_orig_mod" in k for k in ckpt.weights)
+    for k, v in plain.model.state_dict().items():
+        assert torch.allclose(v, ckpt.weights[k], atol=1e-6), k
+    model, info = load_run(tmp_path / "compiled")
+    assert info.config.compile == "cudagraphs"
+    with pytest.raises(DtdError, match="--compile must be one of off, default, cudagraphs"):
+        TrainConfig(compile="fast").check_ranges()

@@ -79,6 +79,7 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = torch's default (1 is much faster on a busy shared CPU)
     bf16: bool = False  # bf16 autocast in forward passes (meant for GPUs)
+    compile: str = "off"  # off | default | cudagraphs: torch.compile the training forward (GPU; see COMPILE_MODES)
     out_dir: str = "runs"
     run_name: str = ""  # empty = <preset or model>-<dataset>-s<seed>-<timestamp>
     preset: str = ""  # the preset this config came from (set by --config; used by dtd report)
@@ -108,6 +109,8 @@ class TrainConfig:
                 raise DtdError(f"--{name} must be {rule}, got {value}")
         if any(s < 1 for s in self.probe_steps):
             raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
+        if self.compile not in COMPILE_MODES:
+            raise DtdError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.run_name:
             check_run_name(self.run_name)
 
@@ -179,6 +182,11 @@ RANGES = {"context_len": _GE1, "max_ep_len": _GE1, "reward_scale": _GT0, "waypoi
           "warmup_steps": _GE0, "steps": _GE1, "max_minutes": _GE0, "grad_clip": _GE0, "waypoint_weight": _GE0,
           "log_every": _GE0, "eval_every": _GE0, "ckpt_every": _GE0, "eval_episodes": _GE0, "eval_max_steps": _GE0,
           "eval_workers": _GE1, "threads": _GE0, "seed": _GE0}
+
+# --compile -> torch.compile's mode (None: eager). "cudagraphs" is its "reduce-overhead" mode, which replays the
+# step as CUDA graphs: on a GPU the eager step is bound by kernel launches, and this gave DTd 3.3-3.8x the
+# samples/s on an H200 (BENCHMARKS.md). On a CPU compile was measured slower than eager: leave it off there.
+COMPILE_MODES: dict[str, str | None] = {"off": None, "default": "default", "cudagraphs": "reduce-overhead"}
 
 # model options with a range (the error names the command-line spelling); every float option must be finite
 MODEL_RANGES = {"dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "hidden_size": _GE1, "n_layer": _GE1,

@@ -27,8 +27,9 @@ def register(sub) -> None:
         epilog=model_options_help(),
     )
     p.add_argument("--config", metavar="PRESET_OR_PATH", help="preset name (see dtd/presets/README.md) or YAML file")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint "
-                                                       "(only --steps, --device, --threads, --max_minutes may change)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue RUN_DIR from its last checkpoint (only --steps, --device, --threads, --max_minutes, "
+                        "--eval_workers, --compile may change)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars (for logs and CI)", default=argparse.SUPPRESS)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dtd import goals, paths, runs
-from dtd.config import TrainConfig, save_yaml
+from dtd.config import COMPILE_MODES, TrainConfig, save_yaml
 from dtd.data.loaders import load_dataset
 from dtd.data.sampler import SequenceSampler
 from dtd.device import resolve_device
@@ -41,7 +41,7 @@ from dtd.training.schedule import make_optimizer, make_scheduler
 METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 # fields --resume may change (they do not change what is learned); everything else is the saved run's
-RESUMABLE = ("steps", "device", "threads", "max_minutes", "eval_workers")
+RESUMABLE = ("steps", "device", "threads", "max_minutes", "eval_workers", "compile")
 
 
 @dataclass
@@ -166,6 +166,8 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
 
             net = DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None,
                                           find_unused_parameters=True)
+        if cfg.compile != "off":  # the training forward only; evaluation and checkpoints use `model` itself
+            net = torch.compile(net, mode=COMPILE_MODES[cfg.compile])
 
         # ---- run folder and logs (rank 0) ----
         if dist.is_main:
