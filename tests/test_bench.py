@@ -166,3 +166,23 @@ def test_data_parallel_training_step():
     assert out["samples_per_s"] > 0 and out["ms_per_step"] > 0
     with pytest.raises(DtdError, match="does not split"):
         bench_train_ddp(cfg, "dtd", 5, 2)
+
+
+def test_gpu_bench_script_flags_parse(tmp_path):
+    """experiments/gpu_bench.sh only runs where a GPU is, so a renamed flag would break it unseen: run it with `dtd`
+    replaced by a stand-in that parses each command line with dtd's own parser (exit 2 on an unknown flag)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    stand_in = tmp_path / "parse_only.py"
+    stand_in.write_text("import sys\nfrom dtd.cli import build_parser\nbuild_parser().parse_args(sys.argv[1:])\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), DTD=f"{sys.executable} {stand_in}")
+    r = subprocess.run(["bash", str(root / "experiments" / "gpu_bench.sh")], env=env, capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)  # fmt: skip
+    steps = [line for line in r.stdout.splitlines() if ": rc " in line]
+    assert len(steps) == 6, r.stdout + r.stderr
+    assert all(": rc 0 in" in line for line in steps), r.stdout + "".join(p.read_text() for p in out.glob("*.log"))
