@@ -401,3 +401,39 @@ def test_attention_dropout_same_masks_fast_and_spelled_out():
         torch.manual_seed(1)
         outs.append(attn(x, return_attention=explicit)[0])
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=0)
+
+
+def test_fixed_shape_act_pads_and_chunks():
+    """On a GPU `act` runs every call at one shape (fixed_shape_act): each call gets exactly `size` windows, the
+    padding repeats the first window, and the result is the plain call's, bit for bit (checked here on the CPU,
+    where act is batch-invariant already)."""
+    from dtd.models.transformer import fixed_shape_act
+
+    model = make("dtd", {})
+    lengths = torch.tensor([K, 1, 3, 2, K, 4, 1, 5, 2, 3, K, 1])
+    inputs = batch(model, b=len(lengths), k=K, seed=4)
+    seen = []
+
+    def recording(*windows):
+        seen.append(windows)
+        return model._act(*windows)
+
+    for n in (1, 4, 5, 6, 12):
+        seen.clear()
+        got = fixed_shape_act(recording, 5, *(x[:n] for x in inputs), lengths[:n])
+        assert torch.equal(got, model.act(*(x[:n] for x in inputs), lengths=lengths[:n])), n
+        assert len(seen) == -(-n // 5) and all(w[0].shape[0] == 5 for w in seen)
+        last = seen[-1]
+        for j in range(n - 5 * (len(seen) - 1), 5):  # the padding: copies of window 0
+            assert torch.equal(last[0][j], inputs[0][0]) and last[-1][j] == lengths[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name,overrides", FULL_SIZE, ids=["dtd-full", "dt-small-full"])
+def test_act_is_batch_invariant_on_cuda(name, overrides):
+    model = make(name, overrides).cuda()
+    lengths = torch.tensor([20, 1, 3, 2, 20, 4, 1, 5, 2, 3, 20, 1])
+    inputs = [x.cuda() for x in batch(model, b=len(lengths), k=20, seed=4)]
+    acts = model.act(*inputs, lengths=lengths)
+    for i in range(len(lengths)):
+        assert torch.equal(model.act(*(x[i : i + 1] for x in inputs), lengths=lengths[i : i + 1])[0], acts[i])

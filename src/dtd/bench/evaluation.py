@@ -40,13 +40,14 @@ def bench_inference(cfg: BenchConfig, preset: str = "dtd", ceiling_gflops: float
     torch.manual_seed(0)
     model = build_preset(cfg, preset).eval()
 
-    def call(n: int):
+    def call(n: int, act=model.act):
         b = random_batch(cfg, n)
-        args = (b["states"], b["actions"], b["goals"], b["timesteps"], torch.full((n,), cfg.context_len))
-        return lambda: model.act(*args)
+        lengths = torch.full((n,), cfg.context_len, device=b["states"].device)
+        args = (b["states"], b["actions"], b["goals"], b["timesteps"], lengths)
+        return lambda: act(*args)
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        call(1)()
+        call(1, model._act)()  # the model's own work: on a GPU `act` pads every call to CUDA_ACT_WINDOWS windows
     flops = int(counter.get_total_flops())  # per window: act's products run row by row (batch-invariant)
     out: dict = {"preset": preset, "flops_per_window": flops}
     for n in sorted(set(cfg.eval_episodes)):

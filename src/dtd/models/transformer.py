@@ -24,7 +24,11 @@ dev box, MKL/oneDNN, M < 4 with 1 thread and M < 12 with 2 differ from large M, 
 never), and CPU SDPA with a mask rounds differently by batch size with 2 threads. So the query
 rows' products run padded to a multiple of ``ROW_MULTIPLE`` rows (``rowwise``), and the single
 query's attention is spelled out (``attend``), which is invariant. The layers before it run on
-M = N x K (or 2K, 3K) rows, large enough for evaluation's K = 20.
+M = N x K (or 2K, 3K) rows, large enough for evaluation's K = 20. On a GPU that is not enough: cuBLAS
+picks kernels (and split reductions) by the whole shape, so on an H200 batched returns drifted from
+one-at-a-time ones by up to 1.6e-4 (BENCHMARKS.md). There ``act`` runs every call at one fixed shape
+(``fixed_shape_act``): CUDA_ACT_WINDOWS windows, padded or chunked, so a window meets the same kernels
+whatever N is. Its per-call cost on a GPU is kernel launches, not rows, so the padding is nearly free.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from torch import Tensor, nn
 from dtd.errors import DtdError
 
 ROW_MULTIPLE = 16  # rowwise pads to this many rows: every N then takes the same GEMM path
+CUDA_ACT_WINDOWS = 128  # on a GPU, act runs every call on exactly this many windows (fixed_shape_act)
 
 
 @dataclass
@@ -63,13 +68,29 @@ class SequenceModel(nn.Module):
         ``forward`` gives there (the action slot at that position is never read: causality), to
         float rounding; bit-for-bit independent of N and of the other windows (module docstring).
         """
-        k = states.shape[1]
         lengths = lengths.to(device=states.device, dtype=torch.long)
+        if states.device.type == "cuda":
+            return fixed_shape_act(self._act, CUDA_ACT_WINDOWS, states, actions, goals, timesteps, lengths)
+        return self._act(states, actions, goals, timesteps, lengths)
+
+    def _act(self, states: Tensor, actions: Tensor, goals: Tensor, timesteps: Tensor, lengths: Tensor) -> Tensor:
+        k = states.shape[1]
         mask = (torch.arange(k, device=states.device)[None, :] < lengths[:, None]).float()  # (N,K)
         return self(states, actions, goals, timesteps, mask=mask, at=lengths - 1).actions[:, 0]  # (N,A)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def fixed_shape_act(act: Callable[..., Tensor], size: int, *windows: Tensor) -> Tensor:
+    """``act(*windows)`` computed in calls of exactly ``size`` windows each: the N windows (every tensor's dim 0)
+    are padded with copies of the first to a multiple of ``size`` and cut into chunks, so that every call has one
+    shape whatever N is. -> (N, A)."""
+    n = windows[0].shape[0]
+    pad = -n % size
+    if pad:
+        windows = tuple(torch.cat([w, w[:1].expand(pad, *w.shape[1:])]) for w in windows)
+    return torch.cat([act(*(w[i:i + size] for w in windows)) for i in range(0, n + pad, size)])[:n]
 
 
 def take(x: Tensor, pos: Tensor) -> Tensor:
