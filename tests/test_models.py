@@ -431,6 +431,7 @@ def test_fixed_shape_act_pads_and_chunks():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name,overrides", FULL_SIZE, ids=["dtd-full", "dt-small-full"])
 def test_act_is_batch_invariant_on_cuda(name, overrides):
+    """The same contract on a GPU, where it rests on fixed_shape_act (cuBLAS picks kernels by the whole shape)."""
     model = make(name, overrides).cuda()
     lengths = torch.tensor([20, 1, 3, 2, 20, 4, 1, 5, 2, 3, 20, 1])
     inputs = [x.cuda() for x in batch(model, b=len(lengths), k=20, seed=4)]
