@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU leg of BENCHMARKS.md: the main job on CUDA (eager, then with --compile cudagraphs), then
-# `dtd bench --device cuda` for fp32 / bf16 eager and the torch.compile and CUDA-graph variants. Each step has
-# its own time limit and writes its own JSON, so a slow compilation costs only its own row. The variants run in separate processes, a few at a time,
-# because each torch.compile of the training step takes 20-40 s on a cold cache.
+# `dtd bench --device cuda` for fp32 / bf16 eager and the torch.compile and CUDA-graph variants.
+# Each step has its own time limit and writes its own JSON, so a slow compilation costs only its own
+# row. The variants run in separate processes, a few at a time, because each torch.compile of the
+# training step takes 20-40 s on a cold cache.
 #
 #   OUT=gpu-bench bash experiments/gpu_bench.sh      # needs a CUDA GPU and dtd installed (or PYTHONPATH=src)
 set -uo pipefail
