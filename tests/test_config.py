@@ -266,6 +266,19 @@ def test_help_lists_the_model_options_per_model():
     assert "dtd: hidden_size=128" in r.stdout and "head_init_scale=1.0" in r.stdout and "--model_opts" in r.stdout
 
 
+def test_help_explains_every_field():
+    """`dtd train --help` takes each field's meaning from its trailing comment in TrainConfig (and the model config
+    classes), so a new field without one fails here."""
+    from dtd.config import FIELDS, field_notes
+
+    assert set(FIELDS) <= set(field_notes(TrainConfig))
+    r = _dtd("--help")
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "torch.compile the training forward" in text
+    assert "covering this fraction of steps (%BC)" in text  # argparse's % formatting left it alone
+    assert "dtd: layers per modality encoder; dt-small/dt-large: transformer blocks; bc: hidden layers" in text
+
+
 def test_iql_config_options_nested_and_old_runs_load():
     from dtd.config import IQLConfig, iql_config_from_dict
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import inspect
+import io
 import math
 import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -57,30 +60,30 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # e.g. {bias: right, combiner: c23}
     # --- optimisation ---
     batch_size: int = 64  # per process; with torchrun the effective batch is batch_size x world size
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
+    lr: float = 1e-3  # peak learning rate of AdamW (linear warm-up, then the paper's slow decay)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    warmup_steps: int = 100  # steps of linear learning-rate warm-up
     steps: int = 1500  # total optimiser steps
     max_minutes: float = 5.0  # also stop training after this much training time (0 = off; not reproducible)
     grad_clip: float = 0.25  # gradient norm clip; 0 = off
     waypoint_weight: float = 1.0  # weight of the waypoint loss when the model predicts waypoints
     # --- logging, evaluation, checkpoints (intervals in steps; 0 = never, except at the end) ---
-    log_every: int = 50
-    eval_every: int = 0
-    ckpt_every: int = 500
-    eval_episodes: int = 5
+    log_every: int = 50  # steps between metrics.jsonl / TensorBoard lines
+    eval_every: int = 0  # steps between evaluations in the simulator (0: only at the end)
+    ckpt_every: int = 500  # steps between checkpoints kept as step_N.pt (last.pt is always the newest)
+    eval_episodes: int = 5  # episodes per evaluation target (0: no evaluation)
     eval_targets: list[float] = field(default_factory=list)  # empty = the task's targets from the spec
     eval_max_steps: int = 0  # cap on episode length at evaluation; 0 = max_ep_len
     eval_untrained: bool = True  # evaluate the freshly initialised model too (step 0)
     probe_steps: list[int] = field(default_factory=list)  # log the shuffled-input probe at these steps
     eval_workers: int = 1  # CPU processes sharing the episodes (forked; same returns; see BENCHMARKS.md)
     # --- run ---
-    seed: int = 0
+    seed: int = 0  # seeds torch, numpy and the batch sampler
     device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = torch's default (1 is much faster on a busy shared CPU)
     bf16: bool = False  # bf16 autocast in forward passes (meant for GPUs)
-    compile: str = "off"  # off | default | cudagraphs: torch.compile the training forward (GPU; see COMPILE_MODES)
-    out_dir: str = "runs"
+    compile: str = "off"  # off | default | cudagraphs: torch.compile the training forward, for GPUs (COMPILE_MODES)
+    out_dir: str = "runs"  # the run folder is out_dir/run_name
     run_name: str = ""  # empty = <preset or model>-<dataset>-s<seed>-<timestamp>
     preset: str = ""  # the preset this config came from (set by --config; used by dtd report)
 
@@ -210,6 +213,41 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0], True
     return tp, False
+
+
+@functools.cache
+def field_notes(cls: type) -> dict[str, str]:
+    """Each field's trailing ``# comment`` in the dataclass's source, which is where its meaning is written once;
+    ``--help`` shows it. {} when the source cannot be read (then the help shows types and defaults only)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (OSError, TypeError, tokenize.TokenError, SyntaxError):
+        return {}
+    fields, rows = {f.name for f in dataclasses.fields(cls)}, {}
+    for tok in tokens:
+        rows.setdefault(tok.start[0], []).append(tok)
+    notes = {}
+    for row in rows.values():
+        row = [t for t in row if t.type not in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE, tokenize.NL)]
+        if len(row) > 2 and row[0].string in fields and row[1].string == ":" and row[-1].type == tokenize.COMMENT:
+            notes[row[0].string] = row[-1].string.lstrip("#").strip()
+    return notes
+
+
+def _option_note(name: str, models: list[str]) -> str | None:
+    """A model option's notes, each with the model it comes from ('dtd: encoder heads'), the same note once."""
+    notes: dict[str, list[str]] = {}
+    for model in models:
+        note = field_notes(CONFIGS[model][0]).get(name)
+        if note:
+            notes.setdefault(note, []).append(model)
+    return "; ".join(f"{'/'.join(ms)}: {note}" for note, ms in notes.items()) or None
+
+
+def _help(note: str | None, rest: str) -> str:
+    text = f"{note} ({rest})" if note else rest
+    return text.replace("%", "%%")  # argparse formats help with %
 
 
 def _type_name(tp: Any) -> str:
@@ -506,6 +544,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     Defaults are SUPPRESSed so that only the fields given on the command line override the YAML.
     """
     group = parser.add_argument_group("config fields (override the preset; defaults = the main job)")
+    notes = field_notes(TrainConfig)
     for name, f in FIELDS.items():
         if name == "model_options":  # on the command line: the model option flags below
             continue
@@ -514,7 +553,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS,
                                       type=lambda text, n=name: parse_text(n, text),
-                                      help=f"{_type_name(_HINTS[name])} (default: {default!r})")
+                                      help=_help(notes.get(name), f"{_type_name(_HINTS[name])}, default: {default!r}"))
         if typing.get_origin(base) is list:
             kwargs.update(nargs="*", metavar="X")
         elif base is bool:
@@ -531,7 +570,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         kwargs = dict(dest=f"model_options.{name}", default=argparse.SUPPRESS,
                       type=lambda text, n=name, h=hint: _parse_flag(f"--{n}", h, text),
-                      help=f"{_type_name(hint)}: model_options.{name} of {', '.join(owners)} (default: the model's)")
+                      help=_help(_option_note(name, owners), f"{_type_name(hint)}: model_options.{name} of "
+                                                                     f"{', '.join(owners)}; default: the model's"))
         if _flag_type(name) is bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         else:

@@ -31,20 +31,20 @@ class DTdConfig:
     goal_dim: int = 1  # 1: return-to-go or value; 4: maze (xy now, xy goal)
     max_ep_len: int = 1000
     context_len: int = 20  # K, the training window (no positional table depends on it)
-    hidden_size: int = 128
+    hidden_size: int = 128  # token width
     n_layer: int = 3  # layers per modality encoder
     n_head: int = 1  # encoder heads
     ff_dim: int = 256  # encoder feed-forward
     n_join_layer: int = 1
     join_n_head: int = 2
     join_ff_dim: int = 512
-    dropout: float = 0.1
-    bias: str = "all"  # b0 | left (b1) | right | all (b2)
-    combiner: str = "c22"  # c21 | c22 | c23
-    norm_mode: str = "n3"  # n0 | n1 | n2 | n3
-    modality_emb: bool = True
-    join_all: bool = False
-    norm_joint: bool = False
+    dropout: float = 0.1  # dropout rate of every dropout layer
+    bias: str = "all"  # which streams the goal biases: b0 none | left (b1) state | right action | all (b2) both
+    combiner: str = "c22"  # how a stream and its goal context combine: c21 linear | c22 GELU | c23 gated residual
+    norm_mode: str = "n3"  # embedding LayerNorm: n0 none | n1 one shared | n2 over the stacked streams | n3 per stream
+    modality_emb: bool = True  # add a learned vector per modality (goal, state, action) to its tokens
+    join_all: bool = False  # the join interleaves (g, s, a) instead of (s, a)
+    norm_joint: bool = False  # a LayerNorm on the interleaved sequence before the join
     # The options below default to the authors' working model; the other values are dtd 0.1's default
     # (LEGACY), kept as documented options for the diagnosis in RESULTS.md.
     timestep_tables: str = "shared"  # shared: one input table for all streams | per_stream: one each
@@ -53,7 +53,7 @@ class DTdConfig:
     cross_attn_dropout: bool = False  # dropout on the goal cross-attention weights of BiasCombine
     init: str = "authors"  # authors: Xavier-normal as on a packed q/k/v, default biases | separate_qkv
     head_init_scale: float = 1.0  # the action head's initial weights and bias are multiplied by this
-    waypoint_head: bool = False
+    waypoint_head: bool = False  # also predict the next waypoint's xy (maze goals)
 
     # values of the fields above for a config stored by dtd 0.1, which did not store them
     LEGACY: ClassVar[dict] = {"timestep_tables": "per_stream", "join_timestep": True, "embed_dropout": True,
@@ -89,11 +89,11 @@ class DTConfig:
     goal_dim: int = 1
     max_ep_len: int = 1000
     context_len: int = 20  # K; no positional table depends on it (time comes from timesteps)
-    hidden_size: int = 128
-    n_layer: int = 3
-    n_head: int = 1
+    hidden_size: int = 128  # token width
+    n_layer: int = 3  # transformer blocks
+    n_head: int = 1  # attention heads
     ff_mult: int = 4  # feed-forward width = ff_mult * hidden_size (GPT-2's n_inner)
-    dropout: float = 0.1
+    dropout: float = 0.1  # dropout rate of every dropout layer
     activation: str = "relu"  # relu | gelu; the original DT's gym runs use relu
 
 
@@ -108,9 +108,9 @@ class BCConfig:
     goal_dim: int = 1
     max_ep_len: int = 1000
     context_len: int = 20
-    hidden_size: int = 256
-    n_layer: int = 3
-    dropout: float = 0.1
+    hidden_size: int = 256  # hidden layer width
+    n_layer: int = 3  # hidden layers
+    dropout: float = 0.1  # dropout rate of every dropout layer
 
 
 @dataclass
