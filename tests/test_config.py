@@ -271,7 +271,12 @@ def test_help_explains_every_field():
     classes), so a new field without one fails here."""
     from dtd.config import FIELDS, field_notes
 
+    from dtd.config import IQLConfig
+    from dtd.model_configs import IQLNetConfig
+
     assert set(FIELDS) <= set(field_notes(TrainConfig))
+    for cls in (IQLConfig, IQLNetConfig):  # `dtd iql train --help` is built from them
+        assert {f.name for f in dataclasses.fields(cls)} - {"state_dim", "act_dim"} <= set(field_notes(cls)), cls
     r = _dtd("--help")
     text = " ".join(r.stdout.split())
     assert r.returncode == 0 and "torch.compile the training forward" in text

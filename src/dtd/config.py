@@ -120,23 +120,23 @@ class TrainConfig:
 
 @dataclass
 class IQLConfig:
-    dataset: str
-    steps: int = 20000
-    batch_size: int = 256
-    lr: float = 3e-4
-    discount: float = 0.99
-    expectile: float = 0.7
+    dataset: str  # Minari id, Minari folder, D4RL .hdf5, DT .pkl or A+B
+    steps: int = 20000  # gradient steps (critics, value and actor together)
+    batch_size: int = 256  # transitions per step
+    lr: float = 3e-4  # Adam learning rate of every network
+    discount: float = 0.99  # discount of the TD targets
+    expectile: float = 0.7  # the value net's expectile of Q (0.5 = mean; higher = closer to max)
     temperature: float = 3.0  # actor's advantage temperature (beta)
     tau: float = 0.005  # Polyak rate of the target Qs
     model_options: dict[str, Any] = field(default_factory=dict)  # IQLNetConfig's: hidden (256), n_layers (3)
     reward_scale: float = 1.0  # r' = reward_scale * r + reward_shift (IQL uses r - 1 on AntMaze)
-    reward_shift: float = 0.0
-    log_every: int = 200
-    ckpt_every: int = 5000
-    seed: int = 0
-    device: str = "cpu"
-    out_dir: str = "runs"
-    run_name: str = ""
+    reward_shift: float = 0.0  # added to the scaled rewards (IQL AntMaze: -1)
+    log_every: int = 200  # steps between metrics.jsonl / TensorBoard lines
+    ckpt_every: int = 5000  # steps between checkpoints
+    seed: int = 0  # seeds torch, numpy and the batch sampler
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    out_dir: str = "runs"  # the run folder is out_dir/run_name
+    run_name: str = ""  # empty = iql-<dataset>-s<seed>-<timestamp>
 
     def __post_init__(self) -> None:
         self.model_options = check_options("iql", IQLNetConfig, self.model_options)

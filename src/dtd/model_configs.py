@@ -117,7 +117,7 @@ class BCConfig:
 class IQLNetConfig:
     state_dim: int
     act_dim: int
-    hidden: int = 256
+    hidden: int = 256  # MLP width
     n_layers: int = 3  # linear layers per MLP (the authors' value net: 3 layers of 256)
 
 

@@ -14,26 +14,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train IQL on a dataset (run folder like dtd train)",
                        description="Twin Q with Polyak targets, V by expectile regression, AWR actor. The run's "
                        "checkpoint is what `critic:` in a train config points at (with `goal: iql`).")
-    p.add_argument("dataset", help="Minari id, Minari folder, D4RL .hdf5, DT .pkl or A+B")
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=finite_float, default=3e-4)
-    p.add_argument("--discount", type=finite_float, default=0.99)
-    p.add_argument("--expectile", type=finite_float, default=0.7)
-    p.add_argument("--temperature", type=finite_float, default=3.0, help="actor advantage temperature (beta)")
-    p.add_argument("--tau", type=finite_float, default=0.005, help="Polyak rate of the target Q networks")
-    p.add_argument("--hidden", type=int, help="model option: MLP width (default 256)")
-    p.add_argument("--n-layers", type=int, help="model option: linear layers per network (default 3)")
-    p.add_argument("--reward-scale", type=finite_float, default=1.0)
-    p.add_argument("--reward-shift", type=finite_float, default=0.0, help="added to rewards (IQL AntMaze: -1)")
-    p.add_argument("--log-every", type=int, default=200)
-    p.add_argument("--ckpt-every", type=int, default=5000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out-dir", default="runs")
-    p.add_argument("--run-name", default="")
+    _add_config_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.set_defaults(func=cmd_train)
+
+
+def _add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per IQLConfig field (dashes for underscores), its help the field's comment: the defaults and
+    their meaning are written once, in the dataclass. The model options come from IQLNetConfig."""
+    import dataclasses
+
+    from dtd.config import IQLConfig, field_notes
+    from dtd.model_configs import IQLNetConfig
+
+    notes = field_notes(IQLConfig)
+    p.add_argument("dataset", help=notes.get("dataset"))
+    for f in dataclasses.fields(IQLConfig):
+        if f.name in ("dataset", "model_options"):
+            continue
+        kind = finite_float if isinstance(f.default, float) else type(f.default)
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default,
+                       help=f"{notes.get(f.name, f.name)} (default: {f.default!r})".replace("%", "%%"))
+    net, defaults = field_notes(IQLNetConfig), {f.name: f.default for f in dataclasses.fields(IQLNetConfig)}
+    for name in ("hidden", "n_layers"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
+                       help=f"model option: {net.get(name, name)} (default {defaults[name]})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
