@@ -245,7 +245,8 @@ def _option_note(name: str, models: list[str]) -> str | None:
     return "; ".join(f"{'/'.join(ms)}: {note}" for note, ms in notes.items()) or None
 
 
-def _help(note: str | None, rest: str) -> str:
+def help_text(note: str | None, rest: str) -> str:
+    """An option's help: its field note, then the type and default in brackets (% escaped for argparse)."""
     text = f"{note} ({rest})" if note else rest
     return text.replace("%", "%%")  # argparse formats help with %
 
@@ -553,7 +554,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS,
                                       type=lambda text, n=name: parse_text(n, text),
-                                      help=_help(notes.get(name), f"{_type_name(_HINTS[name])}, default: {default!r}"))
+                                      help=help_text(notes.get(name),
+                                                     f"{_type_name(_HINTS[name])}, default: {default!r}"))
         if typing.get_origin(base) is list:
             kwargs.update(nargs="*", metavar="X")
         elif base is bool:
@@ -570,7 +572,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         kwargs = dict(dest=f"model_options.{name}", default=argparse.SUPPRESS,
                       type=lambda text, n=name, h=hint: _parse_flag(f"--{n}", h, text),
-                      help=_help(_option_note(name, owners), f"{_type_name(hint)}: model_options.{name} of "
+                      help=help_text(_option_note(name, owners), f"{_type_name(hint)}: model_options.{name} of "
                                                                      f"{', '.join(owners)}; default: the model's"))
         if _flag_type(name) is bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")

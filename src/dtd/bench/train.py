@@ -7,6 +7,7 @@ import statistics
 import time
 
 from dtd.bench.common import BenchConfig, PeakRSS, build_preset, median_time, random_batch
+from dtd.config import COMPILE_MODES
 from dtd.errors import DtdError
 
 # torch.profiler op name fragments -> category of the profile breakdown (first match wins)
@@ -28,8 +29,8 @@ def parse_variant(name: str) -> tuple[bool, str | None]:
     parts = set(name.split("+"))
     if not parts <= set(VARIANT_PARTS):
         raise DtdError(f"bench: unknown variant {name!r} (parts: {', '.join(VARIANT_PARTS)}, joined by '+')")
-    mode = "reduce-overhead" if "cudagraphs" in parts else "default" if "compile" in parts else None
-    return "bf16" in parts, mode
+    kind = "cudagraphs" if "cudagraphs" in parts else "default" if "compile" in parts else "off"
+    return "bf16" in parts, COMPILE_MODES[kind]  # the mapping `dtd train --compile` uses
 
 
 class TrainStep:

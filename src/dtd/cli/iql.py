@@ -24,7 +24,7 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     their meaning are written once, in the dataclass. The model options come from IQLNetConfig."""
     import dataclasses
 
-    from dtd.config import IQLConfig, field_notes
+    from dtd.config import IQLConfig, field_notes, help_text
     from dtd.model_configs import IQLNetConfig
 
     notes = field_notes(IQLConfig)
@@ -34,11 +34,11 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
             continue
         kind = finite_float if isinstance(f.default, float) else type(f.default)
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default,
-                       help=f"{notes.get(f.name, f.name)} (default: {f.default!r})".replace("%", "%%"))
+                       help=help_text(notes.get(f.name), f"default: {f.default!r}"))
     net, defaults = field_notes(IQLNetConfig), {f.name: f.default for f in dataclasses.fields(IQLNetConfig)}
     for name in ("hidden", "n_layers"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int,
-                       help=f"model option: {net.get(name, name)} (default {defaults[name]})")
+                       help=help_text(f"model option: {net.get(name, name)}", f"default: {defaults[name]}"))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
