@@ -76,6 +76,7 @@ class Run:
     train_seconds: float  # from the logged throughput: training only, every segment of a resumed run
     samples_per_s: float  # median of the logged intervals
     segments: int = 1
+    machine: str | None = None  # CPU, cores and torch of its last start (records from 2026-12-01 on)
 
     @property
     def best(self) -> float:
@@ -119,7 +120,8 @@ def load_run(folder: Path, info: dict) -> Run:
     last = best_target_score(json.loads((folder / "eval.json").read_text())["targets"])
     return Run(info["name"], tags["group"], tags["dataset"], tags["model"], tags.get("variant", "default"),
                int(tags["seed"]), curve, last, info.get("code") or info["commit"], float(info["wall_seconds"]), train_s,
-               float(np.median(sps)) if sps else float("nan"), len(info.get("segments", [])) or 1)
+               float(np.median(sps)) if sps else float("nan"), len(info.get("segments", [])) or 1,
+               info.get("machine"))
 
 
 def load_records(records: Path) -> Records:
@@ -369,6 +371,16 @@ def compute_table(rec: Records) -> str:
     lines = [f"Progress: {have} of {len(expected)} jobs of experiments/study.py have a record."
              + (f" {resumed} run(s) were resumed after an interruption (wall time: last segment only)." if resumed else ""),
              "Code (the last commit changing src/ (presets included) when each job started; records): " + (", ".join(f"{c} ({n})" for c, n in sorted(commits.items())) or "—") + "."]
+    machines: dict[str, list[Run]] = {}
+    for r in rec.runs:
+        if r.machine:
+            machines.setdefault(r.machine, []).append(r)
+    if machines:
+        lines.append("Machines (named by the records written since 2026-12-01; median training samples/s by model): "
+                     + "; ".join(f"{m}: {len(rs)} record(s), " + ", ".join(
+                         f"{MODEL_LABELS[k]} {np.median([r.samples_per_s for r in rs if r.model == k]):.0f}"
+                         for k in study.MODELS if any(r.model == k for r in rs)) for m, rs in sorted(machines.items()))
+                     + ".")
     lines.append(left_text([j for j in expected if j.name not in names], per_run))
     if stale:
         lines.append(f"**{len(stale)} record(s) were made with other arguments than experiments/study.py gives "

@@ -14,8 +14,10 @@ start it again, on this machine or after a fresh clone. `--commit-records` also 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -72,8 +74,25 @@ def code_commit() -> str:
     return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
 
+def machine() -> str:
+    """The CPU and core count a run trained on: throughput in the records is only comparable per machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        torch = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch = "?"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch}"
+
+
 def version() -> dict[str, str]:
-    return {"commit": commit(), "code": code_commit()}
+    return {"commit": commit(), "code": code_commit(), "machine": machine()}
 
 
 def command(job: Job, runs: Path) -> list[str]:
@@ -98,8 +117,9 @@ def save_record(job: Job, run_dir: Path | None, records: Path, started: float, c
                 segments: list[dict] | None = None, write: Callable[[Path], list[str]] | None = None) -> Path:
     """Copy the run's small files (or let `write` make them) into records/<name>/, written under a
     temporary name then renamed, so a record is complete or absent. `commit` is the commit the job
-    started at (`code`: the last commit that changed src/ then); `segments` lists every start (one per resume) when there was more than one; wall time
-    runs from `started` (the last start) to now."""
+    started at (`code`: the last commit that changed src/ then; `machine`: where the last start ran);
+    `segments` lists every start (one per resume) when there was more than one; wall time runs from
+    `started` (the last start) to now."""
     final = records / job.name
     tmp = records / f".{job.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -112,7 +132,7 @@ def save_record(job: Job, run_dir: Path | None, records: Path, started: float, c
     segments = segments or [{**version(), "resume": False}]
     seconds = time.time() - started
     info = {"name": job.name, "tags": job.tags, "commit": segments[0]["commit"], "code": segments[0].get("code"),
-            "wall_seconds": round(seconds, 1),
+            "machine": segments[-1].get("machine"), "wall_seconds": round(seconds, 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd, "args": list(job.args)}
     if len(segments) > 1:
         info["segments"] = segments  # wall_seconds covers the last one only

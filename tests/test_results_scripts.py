@@ -27,7 +27,7 @@ HEAD = "a" * 40
 
 
 def _record(records: Path, name: str, tags: dict, evals: dict[int, dict[str, float]], batch: int = 64,
-            commit: str = HEAD, segments: int = 1) -> None:
+            commit: str = HEAD, segments: int = 1, machine: str | None = None) -> None:
     """A record folder as the runner writes it; evals: step -> {target: normalized score}, the last one final."""
     folder = records / name
     folder.mkdir(parents=True)
@@ -41,6 +41,8 @@ def _record(records: Path, name: str, tags: dict, evals: dict[int, dict[str, flo
     (folder / "eval.json").write_text(json.dumps({"targets": {t: {"normalized_mean": v} for t, v in final.items()},
                                                   "step": max(evals)}))
     info = {"name": name, "tags": tags, "commit": commit, "wall_seconds": 600.0, "command": ["dtd", "train"]}
+    if machine:
+        info["machine"] = machine
     if segments > 1:
         info["segments"] = [{"commit": commit, "resume": i > 0} for i in range(segments)]
     (folder / "record.json").write_text(json.dumps(info))
@@ -72,7 +74,7 @@ def grid(tmp_path):
     _main_run(rec, "hopper-medium", "dtd", 2, {500: {"3600": 20.0}, 1000: {"3600": 60.0}}, segments=2)
     _main_run(rec, "hopper-medium", "dt-small", 0, {500: {"3600": 20.0}, 1000: {"3600": 10.0}})
     _main_run(rec, "hopper-medium", "dt-small", 1, {500: {"3600": 30.0}, 1000: {"3600": 20.0}})
-    _main_run(rec, "hopper-medium", "bc", 0, {500: {"3600": 5.0}, 1000: {"3600": 7.0}})
+    _main_run(rec, "hopper-medium", "bc", 0, {500: {"3600": 5.0}, 1000: {"3600": 7.0}}, machine="CPU X, 2 cores")
     _main_run(rec, "hopper-medium-replay", "dtd", 0, {1000: {"3600": 30.0}})
     _record(rec, "hopper-medium-replay-bias-b0-s0", {"group": "ablation", "dataset": "hopper-medium-replay",
             "model": "dtd", "variant": "bias-b0", "seed": "0"}, {1000: {"3600": 12.0}})
@@ -150,6 +152,9 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     # compute: progress against the study's job list, the resumed run flagged
     assert f"Progress: 10 of {len(study.jobs())} jobs of experiments/study.py have a record." in text
     assert "other arguments" not in text
+    # the machine, where a record names one (the fake metrics log 100 and 200 samples/s: median 150)
+    assert "Machines (named by the records written since 2026-12-01; median training samples/s by model): " \
+           "CPU X, 2 cores: 1 record(s), BC 150." in text
     # 79 jobs left: 61 at the 600 s every run here took; the 18 DT-large runs have no measured cost yet
     assert ("Left: 79 jobs, about 10 worker-hours at the wall per run above (about 5 h of wall time with 2 workers; "
             "an estimate, not a measurement), not counting 18 run(s) of models with no whole run yet.") in text
@@ -374,6 +379,7 @@ def test_runner_records_skip_and_name_the_commit(tmp_path, fake_train):
                           text=True).stdout.strip()
     assert a["code"].startswith(code) and code  # what trains, unmoved by record commits
     assert a["tags"] == {"model": "dtd", "seed": "0"} and a["wall_seconds"] >= 0 and "segments" not in a
+    assert re.search(r", \d+ cores, torch \S+$", a["machine"])  # throughput is only comparable per machine
     assert sorted(p.name for p in (records / "a-s0").iterdir()) == ["config.yaml", "eval.json", "metrics.jsonl",
                                                                     "record.json"]
     b = json.loads((records / "b-s0" / "record.json").read_text())
