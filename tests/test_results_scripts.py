@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import scipy.stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -136,6 +137,10 @@ def test_make_results_fills_every_block_from_records(tmp_path, grid):
     assert _row(claims, "**datasets**")[1:] == ["ahead 1, behind 0, no evidence 0, untested 5",
                                                 "ahead 0, behind 0, no evidence 0, untested 6",
                                                 "ahead 0, behind 0, no evidence 1, untested 5"]
+    # pooled over the datasets with 2 seeds a side: here hopper medium alone, so exactly its Welch row
+    pooled = _row(claims, "**mean over datasets**")
+    assert pooled[1:3] == ["+35.0 [10.1, 59.9], p 0.02: ahead (1 dataset)", "—"]
+    assert pooled[3].startswith("+20.0 [") and pooled[3].endswith(": no evidence (1 dataset)")
     # ablation: the default row is the main grid's DTd; a variant is compared with it
     assert _row(text, "bias all, c22 (default)")[1:3] == ["30.0 (n=1)", "30.0 (n=1)"]
     assert _row(text, "bias b0 (no goal)")[1:4] == ["12.0 (n=1)", "12.0 (n=1)", "— (n=1 vs 1)"]
@@ -269,6 +274,18 @@ def test_welch_on_known_numbers():
     assert make_results.differ_text([1.0], [2.0, 3.0]) == "— (n=1 vs 2)"
     assert make_results.differ_text([], []) == "—"
     assert make_results.welch([5.0, 5.0], [5.0, 5.0])["p"] == 1.0  # no spread, no difference
+
+
+def test_pooled_welch_averages_the_datasets_and_is_welch_for_one():
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 4.0, 5.0, 6.0, 7.0]
+    one = make_results.pooled_welch([(a, b), ([1.0], [2.0, 3.0])])  # the second has 1 seed a side: left out
+    assert one["datasets"] == 1 and one["p"] == pytest.approx(make_results.welch(a, b)["p"])
+    # -2 and +2.5 -> +0.25; s²/n per side 0.5, 0.5, 4/3, 1/12: se sqrt(29/12)/2, df 5.7406 (by hand)
+    w = make_results.pooled_welch([(a, b), ([10.0, 12.0, 14.0], [9.0, 9.5, 10.0])])
+    assert w["diff"] == pytest.approx(0.25) and w["df"] == pytest.approx(5.7406, abs=1e-4)
+    half = scipy.stats.t.ppf(0.975, w["df"]) * (29 / 12) ** 0.5 / 2
+    assert (w["lo"], w["hi"]) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
+    assert make_results.pooled_welch([([1.0], [2.0])]) is None
 
 
 def test_study_lists_every_job_once_in_run_order(tmp_path):
