@@ -217,6 +217,9 @@ def label(dataset: str) -> str:
     return f"{env} {level}"
 
 
+PAPER_SAMPLES = 6_400_000  # the spec: DTd 25,000 steps x 256; the authors' DT-small script 100,000 x 64
+
+
 def budget_table() -> str:
     """The study's budget from experiments/study.py itself, beside the paper's (so the two cannot disagree)."""
     r = study.RECIPE
@@ -231,15 +234,16 @@ def budget_table() -> str:
     return "\n".join([
         "| | this study | the paper (spec) |", "|---|---|---|",
         f"| samples per run | {steps:,} steps x {batch} = {r['samples']:,}, every model; "
-        f"1/{6_400_000 / r['samples']:g} of the paper's DTd budget, 1/{1_600_000 / r['samples']:g} of its DT "
-        "budget | DTd 25,000 x 256 = 6.4M; DT 25,000 x 64 = 1.6M |",
+        f"1/{PAPER_SAMPLES / r['samples']:g} of the paper's budget for either | DTd: 10 iterations x 2,500 steps x "
+        "256 = 6.4M; DT-small (the authors' DT script): 10 x 10,000 steps x 64 = 6.4M |",
         f"| optimiser | AdamW lr {r['lr']} (`RECIPE` in experiments/study.py: each model's best complete cell of the diagnosis below), wd 1e-4, linear "
         f"warm-up over {warm:,} steps ({r['warmup_fraction']:.0%}), then the spec's 0.5 + 0.5 * 0.9997^(t - warm-up) "
-        f"decay{departures} | lr 1e-4, 10,000 warm-up steps, same decay |",
+        f"decay{departures} | DTd: lr 1e-4 (1.5e-4 on some hopper runs), 10,000 warm-up steps, same decay; DT-small: the "
+        "original DT recipe, linear warm-up and no decay |",
         "| other | clip 0.25, dropout 0.1, K 20, return scale 1000 | same |",
         f"| evaluation | every {ev:,} samples ({ev // batch} steps): 10 episodes at each of the spec's two targets "
-        "(hopper 3600 / 1800, halfcheetah 12000 / 6000); a seed's score is its better target's mean | same "
-        "protocol, every 2,500 steps |",
+        "(hopper 3600 / 1800, halfcheetah 12000 / 6000); a seed's score is its better target's mean | 3 episodes "
+        "per target every 2,500 steps |",
         f"| seeds | {', '.join(map(str, study.SEEDS))} | |"])
 
 

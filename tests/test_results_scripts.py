@@ -339,6 +339,8 @@ def test_a_models_recipe_departs_from_the_common_one_for_its_runs_only(monkeypat
     assert other in args["hopper-medium-dt-small-s0"] and "--model_opts" not in args["hopper-medium-dt-small-s0"]
     table = make_results.budget_table()
     assert "AdamW lr 3e-4" in table and "DTd: lr 1e-3, batch_size 256, model_opts head_init_scale=0.1" in table
+    assert "DT-small (the authors' DT script): 10 x 10,000 steps x 64 = 6.4M" in table  # the spec's budgets
+    assert "3 episodes per target every 2,500 steps" in table
 
 
 def test_runner_resumes_from_a_checkpoint_and_restarts_otherwise(tmp_path):
