@@ -176,6 +176,13 @@ def test_act_is_batch_invariant(name, overrides, threads):
             assert torch.equal(alone[0], acts[i]), f"window {i} alone"
         for n in (2, 3, 5, 10):
             assert torch.equal(model.act(*(x[:n] for x in inputs), lengths=lengths[:n]), acts[:n]), f"first {n}"
+        # as batched evaluation passes them: strided views of longer history buffers (rows 3 .. 3 + K)
+        views = []
+        for x in inputs:
+            buf = x.new_zeros(x.shape[0], k + 7, *x.shape[2:])
+            buf[:, 3 : 3 + k] = x
+            views.append(buf[:, 3 : 3 + k])
+        assert not views[0].is_contiguous() and torch.equal(model.act(*views, lengths=lengths), acts), "views"
     finally:
         torch.set_num_threads(before)
 

@@ -69,6 +69,9 @@ class SequenceModel(nn.Module):
         float rounding; bit-for-bit independent of N and of the other windows (module docstring).
         """
         lengths = lengths.to(device=states.device, dtype=torch.long)
+        # nor on its memory layout: batched evaluation passes strided views of its history buffers, and MKL on
+        # an Intel Xeon rounds a product of such a view differently from one of a contiguous copy
+        states, actions, goals, timesteps = (x.contiguous() for x in (states, actions, goals, timesteps))
         if states.device.type == "cuda":
             return fixed_shape_act(self._act, CUDA_ACT_WINDOWS, states, actions, goals, timesteps, lengths)
         return self._act(states, actions, goals, timesteps, lengths)
