@@ -305,7 +305,7 @@ def claims_table(rec: Records) -> str:
         w = pooled_welch([([getattr(r, score) for r in rec.cell("main", d, "dtd")],
                            [getattr(r, score) for r in rec.cell("main", d, other)]) for d in study.DATASETS])
         pooled.append("—" if w is None else f"{w['diff']:+.1f} [{w['lo']:.1f}, {w['hi']:.1f}], p {w['p']:.2f}: "
-                      f"{'no evidence' if _side(w) == 'no evidence' else _side(w)} ({w['datasets']} dataset"
+                      f"{_side(w)} ({w['datasets']} dataset"
                       f"{'s' if w['datasets'] > 1 else ''})")
     rows.append("| **mean over datasets** | " + " | ".join(pooled) + " |")
     return "\n".join(rows)
