@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -76,19 +75,13 @@ def code_commit() -> str:
 
 def machine() -> str:
     """The CPU and core count a run trained on: throughput in the records is only comparable per machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from dtd.bench.common import cpu_model
+
     try:
         torch = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch = "?"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch}"
 
 
 def version() -> dict[str, str]:

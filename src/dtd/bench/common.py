@@ -73,7 +73,7 @@ def machine_info() -> dict:
     import torch
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -86,7 +86,8 @@ def machine_info() -> dict:
     }
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's name (/proc/cpuinfo's model name where there is one); also named in study records."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
