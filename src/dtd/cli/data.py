@@ -39,17 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     col.add_argument("--description", default=None)
     col.set_defaults(func=cmd_collect)
 
-    maze = sub.add_parser("collect-maze", help="PointMaze dataset from a grid planner + PD controller (D4RL maze2d recipe)",
-                          description="BFS waypoints over the maze grid towards the goal, a PD controller following "
-                          "them, the goal resampled when reached, Gaussian action noise; per-step goal in infos/goal.")
-    maze.add_argument("--maze", required=True, choices=["umaze", "medium", "large"], help="PointMaze layout")
+    maze = sub.add_parser("collect-maze", help="PointMaze / AntMaze dataset along a grid planner's waypoints (D4RL recipe)",
+                          description="BFS waypoints over the maze grid towards the goal, Gaussian action noise, per-step "
+                          "goal in infos/goal. Point: a PD controller, the goal resampled when reached (D4RL maze2d). "
+                          "Ant: the RL Zoo's PPO Ant steered by rotating and mirroring the world it sees; an episode "
+                          "ends at the goal, at a flip (marked infos/flipped) or at the time limit.")
+    maze.add_argument("--maze", required=True, choices=["umaze", "medium", "large"], help="maze layout")
+    maze.add_argument("--robot", default="point", choices=["point", "ant"], help="PointMaze (default) or AntMaze")
+    maze.add_argument("--policy", default=None,
+                      help="--robot ant: the zoo's PPO Ant, e.g. ppo/Ant-v3_1/Ant-v3.zip (its vecnormalize.pkl beside)")
     maze.add_argument("--steps", type=int, required=True, help="transition budget (the last episode is cut)")
     maze.add_argument("--seed", type=int, default=0)
-    maze.add_argument("--noise", type=finite_float, default=0.1, help="Gaussian action noise sigma")
+    maze.add_argument("--noise", type=finite_float, default=None,
+                      help="Gaussian action noise sigma (default 0.1 point, 0.2 ant: D4RL's)")
     maze.add_argument("--out", default=None, help="dataset folder to create")
     maze.add_argument("--dataset-id", default=None,
                       help="without --out the dataset goes to <MINARI_DATASETS_PATH>/<id> "
-                           "(default dtd/pointmaze-<maze>/planner-v0)")
+                           "(default dtd/<robot>maze-<maze>/planner-v0)")
     maze.set_defaults(func=cmd_collect_maze)
 
 
@@ -67,6 +73,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def describe(ds) -> list[str]:
     """The lines `dtd data info` prints."""
+    import numpy as np
+
     returns, lengths = ds.returns(), ds.lengths()
     lines = [
         f"dataset:      {ds.name}",
@@ -77,6 +85,11 @@ def describe(ds) -> list[str]:
         f"length:       mean {lengths.mean():.1f}, min {lengths.min()}, max {lengths.max()}",
         f"return:       mean {returns.mean():.1f}, min {returns.min():.1f}, max {returns.max():.1f}",
     ]
+    if getattr(ds, "maze_layout", False):  # maze data: sparse reward 1 at the goal
+        success = np.mean([bool(ep.terminals.any() or ep.rewards.sum() > 0) for ep in ds.episodes])
+        flips = [bool(ep.infos["flipped"].any()) for ep in ds.episodes if "flipped" in ep.infos]
+        lines.append(f"success:      {100 * success:.1f}% of episodes reach their goal"
+                     + (f"; {100 * np.mean(flips):.1f}% end in a flip" if flips else ""))
     ref = ds.reference_scores()
     if ref is None:
         lines.append("normalized:   n/a (no reference scores for this env)")
@@ -102,7 +115,7 @@ def cmd_collect_maze(args: argparse.Namespace) -> int:
     from dtd.data.maze import collect_maze
 
     dest = collect_maze(args.maze, args.steps, seed=args.seed, noise=args.noise, out=args.out,
-                        dataset_id=args.dataset_id)
+                        dataset_id=args.dataset_id, robot=args.robot, policy=args.policy)
     return _wrote(dest)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from dtd.data.episodes import Episode, EpisodeDataset
 from dtd.data.minari_io import check_collect_args, dataset_destination, write_dataset
 from dtd.envs import LAYOUTS, make_maze_env, maze_env_id
+from dtd.errors import DtdError
 
 TEMP_PREFIX = ".dtd-collect-maze-"  # + <pid>-<random>: the temporary Minari root next to the destination
 
@@ -91,54 +92,83 @@ class WaypointController:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def collect_maze(layout: str, steps: int, seed: int = 0, noise: float = 0.1, out: str | Path | None = None,
-                 dataset_id: str | None = None, progress: bool = True) -> Path:
-    """Drive PointMaze ``layout`` with the planner + controller for ``steps`` steps and write a
-    Minari dataset: episodes of the env's time limit, the goal resampled whenever it is reached,
-    sparse reward w.r.t. the goal pursued, that goal stored per step as ``infos/goal``.
+DEFAULT_NOISE = {"point": 0.1, "ant": 0.2}  # D4RL's maze2d and antmaze
 
-    Written to the folder ``out`` or, without it, to <Minari root>/<dataset_id>; built in a
-    temporary Minari root next to it and renamed into place (dtd.data.minari_io).
+
+def collect_maze(layout: str, steps: int, seed: int = 0, noise: float | None = None, out: str | Path | None = None,
+                 dataset_id: str | None = None, progress: bool = True, robot: str = "point",
+                 policy: str | Path | None = None) -> Path:
+    """Drive a maze's robot for ``steps`` steps and write a Minari dataset (dict observations, sparse
+    reward w.r.t. the goal pursued, that goal stored per step as ``infos/goal``).
+
+    PointMaze: the planner + PD controller in the continuing task (episodes of the env's time limit,
+    the goal resampled whenever it is reached). AntMaze: the zoo PPO Ant ``policy`` steered along the
+    planner's path (dtd.data.antmaze); an episode ends at the goal (terminated), at a flip (truncated,
+    ``infos/flipped``) or at the time limit. Written to the folder ``out`` or, without it, to
+    <Minari root>/<dataset_id>; built in a temporary Minari root next to it and renamed into place.
     """
     from minari.data_collector import EpisodeBuffer
     from tqdm import tqdm
 
+    noise = DEFAULT_NOISE.get(robot, 0.1) if noise is None else noise
     check_collect_args(steps, noise, seed, "collect-maze: --{} must be {}, got {}")
-    env_id = maze_env_id(layout, "point")
-    dataset_id = dataset_id or f"dtd/pointmaze-{layout}/planner-v0"
+    env_id = maze_env_id(layout, robot)
+    if robot == "ant" and policy is None:
+        raise DtdError("collect-maze: --robot ant needs --policy, the RL Zoo's PPO Ant "
+                       "(ppo/Ant-v3_1/Ant-v3.zip, with its Ant-v3/vecnormalize.pkl)")
+    dataset_id = dataset_id or f"dtd/{robot}maze-{layout}/planner-v0"
     dest = dataset_destination(dataset_id, out, "collect-maze: ", "{} already exists")  # before the rollout
 
-    env = make_maze_env(env_id, episodic=False)
-    controller = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)
+    env = make_maze_env(env_id, episodic=robot == "ant")
+    if robot == "ant":
+        from dtd.data.antmaze import AntDriver
+
+        driver = AntDriver(env, policy, noise, seed)
+    else:
+        driver = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)
     buffers, ep = [], None
     try:
         for t in tqdm(range(steps), desc=f"collect {env_id}", unit="step", disable=not progress):
             if ep is None:
                 reset_seed = seed * 100_003 + len(buffers)
                 obs, _ = env.reset(seed=reset_seed)
+                getattr(driver, "reset", lambda: None)()
                 ep = {"obs": [obs], "act": [], "rew": [], "term": [], "trunc": []}
-            action = controller(obs)
+            action = driver(obs)
             obs, reward, terminated, truncated, _ = env.step(action)
+            flipped = robot == "ant" and not terminated and driver.flipped()
             ep["obs"].append(obs)
             ep["act"].append(action)
             ep["rew"].append(float(reward))
             ep["term"].append(bool(terminated))
-            ep["trunc"].append(bool(truncated) or (t == steps - 1 and not terminated))
+            ep["trunc"].append(bool(truncated) or flipped or (t == steps - 1 and not terminated))
             if terminated or ep["trunc"][-1]:
                 observations = {k: np.stack([o[k] for o in ep["obs"]]) for k in ep["obs"][0]}  # (T+1, .)
+                infos = {"goal": observations["desired_goal"].astype(np.float32)}
+                if robot == "ant":
+                    infos["flipped"] = np.zeros(len(ep["obs"]), dtype=bool)
+                    infos["flipped"][-1] = flipped
                 buffers.append(EpisodeBuffer(
                     id=len(buffers), seed=reset_seed, observations=observations,
                     actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
-                    truncations=ep["trunc"], infos={"goal": observations["desired_goal"].astype(np.float32)}))
+                    truncations=ep["trunc"], infos=infos))
                 ep = None
-        write_dataset(buffers, dest, dataset_id, env, TEMP_PREFIX, algorithm_name="dtd-maze-planner",
+        write_dataset(buffers, dest, dataset_id, env, TEMP_PREFIX, algorithm_name=f"dtd-{robot}maze-planner",
                       code_permalink="dtd data collect-maze", ref_min_score=0.0, ref_max_score=1.0,
-                      description=(f"{env_id}: BFS waypoints over the maze grid, PD control (kp 10, kd 1), "
-                                   f"Gaussian action noise {noise}, goal resampled when reached; "
-                                   f"{steps} steps, seed {seed}; made with dtd data collect-maze"))
+                      description=_description(robot, env_id, noise, steps, seed))
     finally:
         env.close()
     return dest
+
+
+def _description(robot: str, env_id: str, noise: float, steps: int, seed: int) -> str:
+    if robot == "ant":
+        how = ("the RL Zoo's PPO Ant (a forward runner) steered along BFS waypoints (2 m lookahead on the cell "
+               "path's centre line) by rotating and mirroring the world it is shown, actions x0.85; episodes end "
+               "at the goal, at a flip (truncated, infos/flipped) or at the time limit")
+    else:
+        how = "BFS waypoints over the maze grid, PD control (kp 10, kd 1), goal resampled when reached"
+    return f"{env_id}: {how}; Gaussian action noise {noise}; {steps} steps, seed {seed}; made with dtd data collect-maze"
 
 
 # ---- datasets: the maze state layout --------------------------------------------------------

@@ -1,0 +1,107 @@
+"""The AntMaze collector's steering rests on two exact symmetries of the Ant: a rotation about the vertical
+axis and the left-right mirror. A rollout started from the transformed state under the transformed actions
+must be the transformed rollout."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dtd.data import antmaze
+
+ZOO_ANT = Path(__file__).resolve().parents[2] / "shared" / "zoo" / "ppo" / "Ant-v3_1" / "Ant-v3.zip"
+
+
+def _ant(env_id: str = "Ant-v5"):
+    import gymnasium as gym
+
+    if env_id.startswith("AntMaze"):
+        from dtd.envs import make_maze_env
+
+        env = make_maze_env(env_id)
+        env.reset(seed=0)
+        return env.unwrapped.ant_env
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    return env.unwrapped
+
+
+def _rollout(env, qpos, qvel, actions):
+    env.set_state(qpos, qvel)
+    states = []
+    for a in actions:
+        env.do_simulation(a, env.frame_skip)
+        states.append((env.data.qpos.copy(), env.data.qvel.copy()))
+    return states
+
+
+def _start(env, rng):
+    qpos = env.init_qpos + rng.uniform(-0.1, 0.1, env.model.nq)
+    qpos[3:7] /= np.linalg.norm(qpos[3:7])
+    return qpos, env.init_qvel + rng.normal(0, 0.3, env.model.nv)
+
+
+@pytest.mark.parametrize("env_id", ["Ant-v5", "AntMaze_UMaze-v5"])
+def test_mirrored_rollout_is_the_rollout_mirrored(env_id):
+    env, rng = _ant(env_id), np.random.default_rng(0)
+    mirror = antmaze.AntMirror(env.model)
+    qpos, qvel = _start(env, rng)
+    actions = rng.uniform(-1, 1, (60, env.model.nu))
+    original = _rollout(env, qpos, qvel, actions)
+    mirrored = _rollout(env, *mirror.state(qpos, qvel), [mirror.action(a) for a in actions])
+    for (p, v), (mp, mv) in zip(original, mirrored):
+        want_p, want_v = mirror.state(p, v)
+        np.testing.assert_allclose(mp, want_p, atol=1e-9)
+        np.testing.assert_allclose(mv, want_v, atol=1e-9)
+    assert np.abs(original[-1][0][:2] - original[0][0][:2]).max() > 0.05  # the Ant did move
+
+
+def test_mirror_swaps_legs_and_negates_hips():
+    mirror = antmaze.AntMirror(_ant().model)
+    # hinge order: hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3, hip_4, ankle_4
+    assert mirror.perm.tolist() == [6, 7, 4, 5, 2, 3, 0, 1]
+    assert mirror.sign.tolist() == [-1, 1, -1, 1, -1, 1, -1, 1]
+    q = np.arange(1.0, 9.0)
+    np.testing.assert_array_equal(mirror.joints(mirror.joints(q)), q)
+
+
+@pytest.mark.parametrize("angle", [0.7, -2.0, np.pi])
+def test_rotated_rollout_is_the_rollout_rotated(angle):
+    env, rng = _ant(), np.random.default_rng(1)
+    qpos, qvel = _start(env, rng)
+    actions = rng.uniform(-1, 1, (60, env.model.nu))
+    original = _rollout(env, qpos, qvel, actions)
+    rotated = _rollout(env, *antmaze.rotate_state(qpos, qvel, angle), actions)
+    for (p, v), (rp, rv) in zip(original, rotated):
+        want_p, want_v = antmaze.rotate_state(p, v, angle)
+        np.testing.assert_allclose(rp, want_p, atol=1e-9)
+        np.testing.assert_allclose(rv, want_v, atol=1e-9)
+
+
+@pytest.mark.skipif(not ZOO_ANT.is_file(), reason="needs ../shared/zoo (the PPO Ant)")
+def test_steering_is_invariant_to_the_world_heading():
+    """The policy sees the same thing when the world and the commanded direction turn together."""
+    env, rng = _ant(), np.random.default_rng(2)
+    steer = antmaze.SteeredAnt(ZOO_ANT, env.model)
+    qpos, qvel = _start(env, rng)
+    for theta, turn in ((0.3, 1.1), (-2.5, -0.8)):  # a left and a right (mirrored) command
+        steer.reset()
+        a = steer(qpos, qvel, theta)
+        steer.reset()
+        b = steer(*antmaze.rotate_state(qpos, qvel, turn), theta + turn)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_path_follower_looks_ahead_along_the_cell_path():
+    from dtd.data.maze import MazePlanner
+    from dtd.envs import make_maze_env
+
+    env = make_maze_env("AntMaze_UMaze-v5").unwrapped
+    follower = antmaze.PathFollower(MazePlanner(env.maze))
+    goal = env.maze.cell_rowcol_to_xy(np.array([3, 1]))
+    start = env.maze.cell_rowcol_to_xy(np.array([1, 1]))  # the U's other arm: the path goes round
+    target = follower.target(start, goal)
+    assert np.linalg.norm(target - start) == pytest.approx(antmaze.LOOKAHEAD)
+    assert target[0] > start[0]  # towards the bend, not through the wall at the goal
+    near = goal + np.array([0.5, 0.0])
+    np.testing.assert_allclose(follower.target(near, goal), goal)
