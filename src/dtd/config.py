@@ -106,10 +106,7 @@ class TrainConfig:
             values = value if isinstance(value, list) else [value]
             if not all(v is None or math.isfinite(v) for v in values):
                 raise DtdError(f"--{name} must be finite, got {value}")
-        for name, value in self.model_options.items():  # typed by check_model_options
-            rule, ok = MODEL_RANGES.get(name, ("finite", lambda v: True))
-            if not ok(value) or (isinstance(value, float) and not math.isfinite(value)):
-                raise DtdError(f"--{name} must be {rule}, got {value}")
+        check_goal_targets(self.eval_targets, self.reward_scale, "--eval_targets")
         if any(s < 1 for s in self.probe_steps):
             raise DtdError(f"--probe_steps must be steps >= 1, got {self.probe_steps}")
         if self.compile not in COMPILE_MODES:
@@ -171,29 +168,46 @@ def check_iql_config(cfg: IQLConfig) -> None:
     for name, value in sizes.items():
         if value < 1:
             raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 1, got {value}")
-    for name in ("log_every", "ckpt_every", "seed"):
+    for name in ("log_every", "ckpt_every"):
         if getattr(cfg, name) < 0:
             raise DtdError(f"iql: --{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    check_seed(cfg.seed, "iql: --seed")
     if cfg.run_name:
         check_run_name(cfg.run_name, "--run-name")
 
 
 # Allowed values of the numeric fields: (as the error says it, test). nan fails every test.
 _GE0, _GE1, _GT0 = (">= 0", lambda v: v >= 0), (">= 1", lambda v: v >= 1), ("> 0", lambda v: v > 0)
+# numpy seeds its generators with 32-bit seeds (np.random.seed); every command's --seed has this range
+SEED_RANGE = (">= 0 and < 2**32", lambda v: 0 <= v < 2**32)
+FLOAT32_MAX = 3.4028234663852886e38  # goal tokens are float32: a larger scaled target is inf
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    """A seed every generator dtd seeds accepts; one DtdError otherwise."""
+    rule, ok = SEED_RANGE
+    if not ok(seed):
+        raise DtdError(f"{flag} must be {rule}, got {seed}")
+    return seed
+
+
+def check_goal_targets(targets: Any, scale: float, what: str) -> None:
+    """Target returns a return-to-go goal can hold: finite, and target / scale a finite float32 (1e300 is
+    finite as a float64 but its goal token is inf, and the model's actions NaN)."""
+    for target in targets:
+        if not math.isfinite(target) or abs(target / scale) > FLOAT32_MAX:
+            raise DtdError(f"{what}: target return {target:g} is not finite at reward scale {scale:g} (its goal token "
+                           f"target / scale must be a finite float32)")
 RANGES = {"context_len": _GE1, "max_ep_len": _GE1, "reward_scale": _GT0, "waypoint": _GE1,
           "pct_traj": ("in (0, 1]", lambda v: 0 < v <= 1), "batch_size": _GE1, "lr": _GT0, "weight_decay": _GE0,
           "warmup_steps": _GE0, "steps": _GE1, "max_minutes": _GE0, "grad_clip": _GE0, "waypoint_weight": _GE0,
           "log_every": _GE0, "eval_every": _GE0, "ckpt_every": _GE0, "eval_episodes": _GE0, "eval_max_steps": _GE0,
-          "eval_workers": _GE1, "threads": _GE0, "seed": _GE0}
+          "eval_workers": _GE1, "threads": _GE0, "seed": SEED_RANGE}
 
 # --compile -> torch.compile's mode (None: eager). "cudagraphs" is its "reduce-overhead" mode, which replays the
 # step as CUDA graphs: on a GPU the eager step is bound by kernel launches, and this gave DTd 3.3-3.8x the
 # samples/s on an H200 (BENCHMARKS.md). On a CPU compile was measured slower than eager: leave it off there.
 COMPILE_MODES: dict[str, str | None] = {"off": None, "default": "default", "cudagraphs": "reduce-overhead"}
-
-# model options with a range (the error names the command-line spelling); every float option must be finite
-MODEL_RANGES = {"dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "hidden_size": _GE1, "n_layer": _GE1,
-                "n_head": _GE1}
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -400,14 +414,21 @@ def nest_model_options(values: dict[str, Any], wrong: str) -> dict[str, Any]:
         nested = {}
     if not isinstance(nested, dict):
         raise DtdError(wrong.format("model_options", f"expects a mapping of option: value, got {nested!r}"))
-    nested = dict(nested)
-    nested.update({key: values.pop(key) for key in MODEL_FLAGS if key in values})
+    given = {key: f"model_options {key}: {value}" for key, value in nested.items() if value is not None}
+    spelled = [(key, f"{key} {values[key]}", values.pop(key)) for key in MODEL_FLAGS if key in values]
     opts = values.pop("model_opts", None) or []
     for opt in opts if isinstance(opts, list) else [opts]:
         key, sep, value = str(opt).partition("=")
         if not sep or not key.strip():
             raise DtdError(wrong.format("model_opts", f"expects key=value items, got {opt!r}"))
-        nested[key.strip()] = OptionText(value.strip())
+        spelled.append((key.strip(), f"model_opts {opt}", OptionText(value.strip())))
+    nested = dict(nested)
+    for key, text, value in spelled:  # one layer sets an option once: two spellings are a conflict
+        if value is not None and key in given:
+            raise DtdError(wrong.format(key, f"is set twice ({given[key]} and {text}); set it once"))
+        if value is not None:
+            given[key] = text
+        nested[key] = value
     values["model_options"] = nested
     return values
 
@@ -451,6 +472,9 @@ def resolve_preset(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
+    if path.exists():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise DtdError(f"--config {name_or_path}: is {kind}; give a YAML file or a preset name")
     for root in (Path.cwd() / "configs", PRESETS_DIR):
         candidate = root / f"{name_or_path.removesuffix('.yaml')}.yaml"
         if candidate.is_file():
@@ -471,22 +495,53 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML config with its `base:` chain merged in, every field checked; DtdError names file and field."""
     import yaml
 
+    _UniqueKeyLoader = _unique_key_loader()
     path = path.resolve()
     if path in _seen:
         raise DtdError(f"{path}: circular 'base:' chain")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DtdError(f"{path}: cannot read the YAML config ({type(exc).__name__}: {exc})") from None
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise DtdError(f"{path}: not a YAML config (not UTF-8 text)") from None
+    except OSError as exc:
+        raise DtdError(f"{path}: cannot read the YAML config ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:  # one line: the problem and where, without PyYAML's multi-line excerpt
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise DtdError(f"{path}: cannot read the YAML config ({where}{problem})") from None
     if not isinstance(data, dict):
         raise DtdError(f"{path}: a config must be a mapping of field: value, got {type(data).__name__}")
     bases = data.pop("base", None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise DtdError(f"{path}: 'base:' expects a preset name or a list of preset names, got {bases!r}")
     merged: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         base_path = path.parent / f"{base}.yaml" if (path.parent / f"{base}.yaml").is_file() else resolve_preset(base)
         _merge(merged, read_yaml(base_path, _seen + (path,)))
     return _merge(merged, checked_fields(data, f"{path}: unknown field '{{}}' (see `dtd train --help`)",
                                          f"{path}: field '{{}}' {{}}"))
+
+
+@functools.cache
+def _unique_key_loader() -> type:
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} appears twice (line {seen[key].start_mark.line + 1} and line "
+                        f"{key_node.start_mark.line + 1}); give it once", key_node.start_mark)
+                seen[key] = key_node
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def load_config(config: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

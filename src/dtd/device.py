@@ -55,3 +55,68 @@ def activate(device: str) -> None:
         import torch
 
         torch.cuda.set_device(int(device.split(":", 1)[1]))
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+_ALLOC_PATTERNS = (re.compile(r"allocate (\d+) bytes"), re.compile(r"allocate ([\d.]+ ?[KMGTPE]i?B)"))
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes free for new allocations on a resolved device: the GPU's free memory, else the host's
+    MemAvailable (Linux) or physical memory; None where it cannot be told."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(need: float, device: str, what: str, hint: str) -> None:
+    """An up-front estimate against the free memory: a size the machine cannot hold is one DtdError that
+    says how much is needed, before an allocator fails (or the OOM killer strikes) mid-run."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        where = device if device.startswith("cuda") else "this machine"
+        raise DtdError(f"{what} needs at least {format_bytes(need)} of memory but {where} has {format_bytes(free)} "
+                       f"available; {hint}")
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """The one-line message for an allocator failure (MemoryError, numpy's or torch's out-of-memory
+    RuntimeError), with the size asked for when the message gives it; None for any other error."""
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and not (isinstance(exc, RuntimeError) and (
+            "out of memory" in text.lower() or "can't allocate memory" in text
+            or "not enough memory" in text)):
+        return None
+    size = ""
+    for pattern in _ALLOC_PATTERNS:
+        found = pattern.search(text)
+        if found:
+            value = found.group(1)
+            size = f" of {format_bytes(int(value)) if value.isdigit() else value}"
+            break
+    return (f"out of memory: an allocation{size} failed; lower the sizes given (batch size, context length, "
+            "hidden size, episodes, steps per episode)")

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from dtd.errors import DtdError
-from dtd.paths import check_output_file
-from dtd.runs import load_run
+from dtd.paths import check_output_file, write_atomic
+from dtd.runs import is_checkpoint_file, load_run
 
 FORMATS = ("torchscript", "onnx")
 INPUT_NAMES = ["observations", "actions", "goals", "timesteps", "mask"]
@@ -77,18 +77,16 @@ def export_model(model: Any, meta: dict[str, Any], state_mean: np.ndarray, state
     module = inference_module(model.cpu(), state_mean, state_std, meta.get("goal_scale", 1.0))
     inputs = example_inputs(meta["obs_dim"], meta["act_dim"], meta["goal_dim"], meta["context_len"])
     meta = {**meta, "inputs": INPUT_NAMES, "output": "action", "format": fmt}
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with torch.no_grad():
             if fmt == "torchscript":
                 traced = torch.jit.trace(module, inputs, check_trace=False)
                 torch.jit.save(traced, str(tmp), _extra_files={"dtd.json": json.dumps(meta)})
             else:
                 _export_onnx(module, inputs, tmp, meta)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed export leaves no half-written file behind
-    return out
+
+    return write_atomic(out, write)  # a per-process temporary name: concurrent exports to one path do not clash
 
 
 def check_export_target(fmt: str, out: str | Path) -> Path:
@@ -96,10 +94,13 @@ def check_export_target(fmt: str, out: str | Path) -> Path:
     load_exported will read back as that format, in a writable folder."""
     if fmt not in FORMATS:
         raise DtdError(f"export: format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    out = check_output_file(out, "export --out")
+    out = check_output_file(out, "export --out")  # never inside a run's checkpoints/ folder
     if (out.suffix.lower() == ".onnx") != (fmt == "onnx"):
         want = "ending in .onnx" if fmt == "onnx" else "not ending in .onnx (e.g. policy.pt)"
         raise DtdError(f"export --out {out}: a {fmt} file needs a name {want}")
+    if is_checkpoint_file(out):
+        raise DtdError(f"export --out {out}: is a dtd checkpoint (a run's weights), which the export would replace; "
+                       "choose another file")
     return out
 
 

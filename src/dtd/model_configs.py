@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -22,6 +23,29 @@ CHOICES = {
     "timestep_tables": ("per_stream", "shared"),
     "init": ("authors", "separate_qkv"),
 }
+
+_GE1 = (">= 1", lambda v: v >= 1)
+# the range of every numeric option and data field (as the error says it, test); nan fails every test
+RANGES = {name: _GE1 for name in ("state_dim", "act_dim", "goal_dim", "max_ep_len", "context_len", "hidden_size",
+                                  "n_layer", "n_head", "ff_dim", "n_join_layer", "join_n_head", "join_ff_dim",
+                                  "ff_mult", "hidden", "n_layers")}
+RANGES["dropout"] = ("in [0, 1)", lambda v: 0 <= v < 1)
+HEADS = ("n_head", "join_n_head")  # attention heads split hidden_size evenly
+
+
+def check_ranges(cfg) -> None:
+    """Every option of a model config in its range, checked when the config is made (so when a run's config
+    is read, before any work): ff_dim=0 or n_join_layer=-1 would build a network that learns nothing."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        rule, ok = RANGES.get(f.name, ("finite", lambda v: True))
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                not ok(value) or not math.isfinite(value)):
+            raise DtdError(f"model option {f.name} must be {rule}, got {value}")
+    for heads in HEADS:
+        n = getattr(cfg, heads, None)
+        if n is not None and cfg.hidden_size % n:
+            raise DtdError(f"model option hidden_size ({cfg.hidden_size}) must be a multiple of {heads} ({n})")
 
 
 @dataclass
@@ -68,6 +92,7 @@ class DTdConfig:
             raise DtdError(f"dtd model: head_init_scale must be a finite number > 0, got {self.head_init_scale}")
         if self.bias == "b0" and (self.join_all or self.waypoint_head):
             raise DtdError("dtd model: bias b0 has no goal stream, so join_all and waypoint_head are unavailable")
+        check_ranges(self)
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -96,6 +121,9 @@ class DTConfig:
     dropout: float = 0.1  # dropout rate of every dropout layer
     activation: str = "relu"  # relu | gelu; the original DT's gym runs use relu
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
 
 @dataclass
 class BCConfig:
@@ -112,6 +140,9 @@ class BCConfig:
     n_layer: int = 3  # hidden layers
     dropout: float = 0.1  # dropout rate of every dropout layer
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
 
 @dataclass
 class IQLNetConfig:
@@ -119,6 +150,9 @@ class IQLNetConfig:
     act_dim: int
     hidden: int = 256  # MLP width
     n_layers: int = 3  # linear layers per MLP (the authors' value net: 3 layers of 256)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 # name -> (config class, preset values over the config's defaults); dtd.models adds the network class

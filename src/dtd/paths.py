@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from dtd.errors import DtdError
 
@@ -23,21 +25,58 @@ CONFIG_FILE = "config.yaml"
 CKPT_DIR = "checkpoints"
 
 
+def temp_name(path: Path) -> Path:
+    """A temporary name next to `path`, unique per process and call (pid + random), with path's suffix
+    (writers that go by it work): two processes writing one file never share a temporary file."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
 def write_atomic(path: str | Path, write) -> Path:
-    """`write(tmp)` to a temporary file next to `path` (same suffix, so writers that go by it work),
-    then rename: readers never see a half-written file, and a failed write leaves none behind."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{path.suffix}")
+    """`write(tmp)` to a temporary file next to `path`, then rename: readers never see a half-written
+    file, and a failed write leaves none behind. A failed write (a full disk: torch.save raises
+    RuntimeError, not OSError) is one DtdError naming `path`."""
+    return write_all_atomic({Path(path): write})[Path(path)]
+
+
+def write_all_atomic(writers: dict[Path, Any]) -> dict[Path, Path]:
+    """Several files as one: every `write(tmp)` first, then the renames, so a failure (a full disk)
+    leaves none of them half-written and no temporary file behind."""
+    tmps = {Path(path): temp_name(Path(path)) for path in writers}
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for path, write in writers.items():
+            try:
+                write(tmps[Path(path)])
+            except (OSError, RuntimeError) as exc:
+                raise DtdError(f"{path}: could not write it ({write_error_reason(exc)})") from None
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    return {Path(p): Path(p) for p in writers}
+
+
+def write_error_reason(exc: BaseException) -> str:
+    """The OS's reason for a failed write, also when a library wrapped it in a RuntimeError (torch.save
+    writing to a file object keeps the OSError as the RuntimeError's context)."""
+    seen, chain = set(), [exc]
+    while chain:
+        cur = chain.pop(0)
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.strerror:
+            return cur.strerror
+        chain += [cur.__cause__, cur.__context__]
+    text = str(exc).strip()
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO):
+        if os.strerror(code).lower() in text.lower():
+            return os.strerror(code)
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 # ---- output paths ----------------------------------------------------------------------------
@@ -79,6 +118,7 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
         raise DtdError(f"{what}: {path} is a folder; give a file name")
     if path.exists() and not path.is_file():
         raise DtdError(f"{what}: {path} exists and is not a regular file")
+    _refuse_checkpoint_folder(path, what)
     folder = _existing_ancestor(path.parent)
     _check_writable(folder, what)  # files are replaced by a rename, so the folder is what counts
     return path
@@ -91,8 +131,19 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise DtdError(f"{what}: {path} exists and is not a folder")
+    _refuse_checkpoint_folder(path, what)
     _check_writable(_existing_ancestor(path), what)
     return path
+
+
+def _refuse_checkpoint_folder(path: Path, what: str) -> None:
+    """A run's checkpoints/ folder is the trainer's alone: an export, a JSON or a figure written there can
+    replace the run's only checkpoint (issue #32), so no command's output may go inside one."""
+    resolved = path.resolve()
+    for folder in (resolved, *resolved.parents):
+        if folder.name == CKPT_DIR and is_run_dir(folder.parent):
+            raise DtdError(f"{what}: {path} is inside the run {folder.parent}'s {CKPT_DIR}/ folder, which holds its "
+                           "checkpoints; choose a path outside it")
 
 
 def make_dirs(path: Path) -> list[Path]:
@@ -130,6 +181,9 @@ def check_run_name(name: str, flag: str = "--run_name") -> str:
         raise DtdError(f"{flag}: {name!r} is not a plain folder name (no '/', '.' or '..')")
     if name.startswith(".") or name != name.strip():
         raise DtdError(f"{flag}: {name!r} is not a plain folder name (no leading dot or spaces)")
+    if not name.isprintable():
+        raise DtdError(f"{flag}: {name!r} is not a plain folder name (printable characters only, no newline or "
+                       "control characters)")
     return name
 
 

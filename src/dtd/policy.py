@@ -23,7 +23,7 @@ import numpy as np
 
 from dtd.device import resolve_device
 from dtd.errors import DtdError
-from dtd.evaluation.settings import run_goal, target_returns
+from dtd.evaluation.settings import check_targets, run_goal, target_returns
 from dtd.runs import RunInfo, load_run
 
 
@@ -36,7 +36,7 @@ class Policy:
         self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
         self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
         self.goal_fn = goal_fn
-        self.target = float(target)
+        self.target = self._check_target(target)
         self.context_len = int(context_len)
         self.max_ep_len = int(max_ep_len)
         self.device = device
@@ -65,7 +65,7 @@ class Policy:
     def reset(self, index: Any = None, target: float | None = None) -> None:
         """Start new episode(s): all of them, or only the rows ``index`` (bool mask or ints)."""
         if target is not None:
-            self.target = float(target)
+            self.target = self._check_target(target)
         if index is None or not hasattr(self, "_t"):
             self._t = None  # (N,) steps taken in each episode; buffers are made on the next act
             return
@@ -89,7 +89,7 @@ class Policy:
         if (~new).any():
             if reward is None:
                 raise DtdError("policy: pass the reward of the last step, act(obs, reward), after the first step")
-            r = np.broadcast_to(np.asarray(reward, dtype=np.float64), (n,))
+            r = self._check_reward(reward, n)
             if not np.isfinite(r).all():
                 raise DtdError("policy: reward contains NaN or inf")
             goal[~new] = self.goal_fn.update(self._goal[~new], r[~new], obs[~new])
@@ -127,6 +127,26 @@ class Policy:
                 "mask": (np.arange(self.context_len)[None] < lengths[:, None]).astype(np.float32)}
 
     # ----------------------------------------------------------------------------------------
+
+    def _check_target(self, target: Any) -> float:
+        """A target whose goal token is a finite float32 (NaN, inf or 1e300 would give NaN actions)."""
+        try:
+            value = float(target)
+        except (TypeError, ValueError):
+            raise DtdError(f"policy: target must be a number, got {target!r}") from None
+        check_targets([value], self.goal_fn, "policy")
+        return value
+
+    @staticmethod
+    def _check_reward(reward: Any, n: int) -> np.ndarray:
+        """The last step's reward: one number, or one per episode, (N,)."""
+        try:
+            r = np.asarray(reward, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DtdError(f"policy: reward is not numeric ({exc})") from None
+        if r.shape not in ((), (1,), (n,)):
+            raise DtdError(f"policy: reward has shape {r.shape}; expected a number or shape ({n},), one per episode")
+        return np.broadcast_to(r, (n,))
 
     def _check_obs(self, obs: Any) -> tuple[bool, np.ndarray]:
         try:

@@ -14,7 +14,7 @@ Files are written to a temporary name and renamed, so a kill mid-write keeps the
 from __future__ import annotations
 
 import dataclasses
-import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from dtd.config import IQLConfig, TrainConfig, config_from_dict, iql_config_from
 from dtd.errors import DtdError
 from dtd.models import SequenceModel, rebuild_model
 from dtd.models.iql import IQL, IQLNetConfig, ValueCritic
-from dtd.paths import CKPT_DIR, CONFIG_FILE
+from dtd.paths import CKPT_DIR, CONFIG_FILE, write_atomic
 
 LAST = "last.pt"
 FORMAT = 2  # dtd 0.1 wrote format 1: a flat dict without "run"
@@ -118,12 +118,35 @@ class Checkpoint:
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
-    """torch.save to path + '.tmp', then os.replace: readers never see a half-written file."""
+    """torch.save to a temporary name, then os.replace: readers never see a half-written file, and a
+    full disk is one DtdError naming the file, with no temporary file left (dtd.paths.write_atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt.to_dict(), tmp)
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: a failed write keeps its OSError (the reason) as context
+            torch.save(ckpt.to_dict(), fh)
+
+    write_atomic(path, write)
+
+
+def is_checkpoint_file(path: str | Path) -> bool:
+    """True for a file read_checkpoint reads (a torch.save archive holding a dtd checkpoint): such a file may
+    be a run's only copy of its weights, so no command overwrites it. TorchScript archives are not."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    if not any(n.endswith("/data.pkl") for n in names) or any("/code/" in n for n in names):
+        return False
+    try:
+        read_checkpoint(path)
+    except DtdError:
+        return False
+    return True
 
 
 def read_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
@@ -182,19 +205,43 @@ def find_checkpoint(run_dir: str | Path) -> Path:
 
 
 def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[Any, RunInfo]:
-    """(model in eval mode, RunInfo) of a run folder's last checkpoint (or a checkpoint path)."""
-    return _load(find_checkpoint(run_dir), map_location)
+    """(policy model in eval mode, RunInfo) of a run folder's last checkpoint (or a checkpoint path).
+
+    An IQL critic run has no policy to evaluate, export or analyse: one DtdError says how to use it."""
+    return _load(find_checkpoint(run_dir), map_location, critic=False)
 
 
-def _load(path: Path, map_location: str) -> tuple[Any, RunInfo]:
+def _load(path: Path, map_location: str, critic: bool) -> tuple[Any, RunInfo]:
     ckpt = read_checkpoint(path, map_location)
     info = ckpt.info
+    if (info.model_name == "iql") != critic:
+        if critic:
+            raise DtdError(f"{path}: not an IQL critic (model {info.model_name!r}); train one with `dtd iql train`")
+        raise DtdError(f"{path}: an IQL critic run (dtd iql train), not a policy; use it as the value goal of a "
+                       f"policy run: dtd train --goal iql --critic {path.parents[1] if path.name == LAST else path}")
+    check_finite_weights(ckpt.weights, path)
     model = IQL(IQLNetConfig(**info.model_config)) if info.model_name == "iql" else build(info)
     try:
         model.load_state_dict(ckpt.weights)
     except RuntimeError as exc:
         raise DtdError(f"{path}: weights do not fit {info.model_name} ({exc})") from None
     return model.eval(), info
+
+
+def check_finite_weights(weights: dict[str, Any], path: str | Path) -> None:
+    """Weights with NaN or inf give actions and returns that mean nothing: refuse them, naming a tensor."""
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise DtdError(f"{path}: the weights are not finite (NaN or inf in {bad[0]}{more}); the training diverged "
+                       "before this checkpoint was saved")
+
+
+def check_dataset_fits(info: RunInfo, obs_dim: int, act_dim: int, source: str) -> None:
+    """A dataset used with a run (resume, attention windows) must have the run's state and action sizes."""
+    if (obs_dim, act_dim) != (info.obs_dim, info.act_dim):
+        raise DtdError(f"{source}: states of size {obs_dim} and actions of size {act_dim}, but the run was trained on "
+                       f"{info.obs_dim} and {info.act_dim} ({info.dataset}); the dataset changed or is another task's")
 
 
 def build(info: RunInfo) -> SequenceModel:
@@ -207,9 +254,7 @@ def load_critic(path: str | Path, device: str = "cpu") -> ValueCritic:
     if not str(path):
         raise DtdError("goal 'iql': set `critic:` to a `dtd iql train` run folder or checkpoint")
     file = Path(path) / CKPT_DIR / LAST if Path(path).is_dir() else Path(path)
-    model, info = _load(file, device)
-    if info.model_name != "iql":
-        raise DtdError(f"{path}: not an IQL critic (model {info.model_name!r}); train one with `dtd iql train`")
+    model, info = _load(file, device, critic=True)
     if info.value_range is None:
         raise DtdError(f"{path}: the IQL run did not finish (no value range in its checkpoint)")
     return ValueCritic(model, info.state_mean, info.state_std, *info.value_range, device)

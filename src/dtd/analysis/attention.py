@@ -36,9 +36,10 @@ from dtd.data.sampler import SequenceSampler
 from dtd.errors import DtdError
 from dtd import goals
 from dtd.envs import make_env
-from dtd.paths import check_output_dir, check_output_file, write_text_atomic
+from dtd.config import check_seed
+from dtd.paths import check_output_dir, check_output_file, make_dirs, remove_made, write_all_atomic, write_atomic
 from dtd.policy import Policy, goal_for_run
-from dtd.runs import RunInfo, load_critic, load_run
+from dtd.runs import RunInfo, check_dataset_fits, load_critic, load_run
 
 MODALITIES = ("r", "s", "a")  # the paper calls the goal token R (return-to-go)
 MODALITY_NAMES = ("goal (R)", "state (s)", "action (a)")
@@ -239,16 +240,28 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_scores_csv(ws: WindowScores, path: Path) -> None:
-    """One row per window: its valid length and the 9 named scores (atomic write)."""
+def scores_csv(ws: WindowScores) -> str:
+    """One row per window: its valid length and the 9 named scores."""
     rows = ["window,length," + ",".join(SCORE_NAMES)]
     for i, (n, s) in enumerate(zip(ws.lengths, ws.scores)):
         rows.append(f"{i},{int(n)}," + ",".join(f"{v:.6g}" for v in s))
-    write_text_atomic(path, "\n".join(rows) + "\n")
+    return "\n".join(rows) + "\n"
 
 
 def plot_heatmaps(summaries: Sequence[dict[str, Any]], path: Path, titles: Sequence[str] | None = None) -> None:
-    """One 3 x 3 heatmap per summary (share of attention, query rows -> key columns), side by side."""
+    """One 3 x 3 heatmap per summary (share of attention, query rows -> key columns), side by side (atomic)."""
+    fig = heatmap_figure(summaries, titles)  # selects the Agg backend before pyplot is imported here
+    import matplotlib.pyplot as plt
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    finally:
+        plt.close(fig)
+
+
+def heatmap_figure(summaries: Sequence[dict[str, Any]], titles: Sequence[str] | None = None):
+    """The matplotlib figure of plot_heatmaps (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,15 +291,7 @@ def plot_heatmaps(summaries: Sequence[dict[str, Any]], path: Path, titles: Seque
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle("share of attention mass by modality", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    return fig
 
 
 OUTPUT_FILES = {"csv": "attention_scores.csv", "summary": "attention_summary.json", "heatmap": "attention_heatmap.png"}
@@ -299,12 +304,22 @@ def check_outputs(out_dir: str | Path) -> dict[str, Path]:
 
 
 def write_outputs(ws: WindowScores, summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """attention_scores.csv, attention_summary.json and attention_heatmap.png in out_dir."""
+    """attention_scores.csv, attention_summary.json and attention_heatmap.png in out_dir, as one: a failure
+    (a full disk) leaves none of them, not a CSV and JSON without their figure."""
     paths = check_outputs(out_dir)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    write_scores_csv(ws, paths["csv"])
-    write_text_atomic(paths["summary"], json.dumps(summary, indent=2) + "\n")
-    plot_heatmaps([summary], paths["heatmap"])
+    made = make_dirs(Path(out_dir))
+    fig = heatmap_figure([summary])
+    import matplotlib.pyplot as plt
+
+    try:
+        write_all_atomic({paths["csv"]: lambda tmp: Path(tmp).write_text(scores_csv(ws)),
+                          paths["summary"]: lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
+                          paths["heatmap"]: lambda tmp: fig.savefig(tmp, dpi=120)})
+    except BaseException:
+        remove_made(made)
+        raise
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -320,8 +335,7 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
     ``device`` (a resolved one, see dtd.device)."""
     if windows < 1:
         raise DtdError(f"attention: --windows must be >= 1, got {windows}")
-    if seed < 0:
-        raise DtdError(f"attention: --seed must be >= 0, got {seed}")
+    check_seed(seed, "attention: --seed")
     if layer not in ("last", "mean"):
         raise DtdError(f"attention: --layer must be 'last' or 'mean', not {layer!r}")
     model, info = load_run(run_dir)
@@ -353,7 +367,9 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
 
 def _dataset_windows(source: str, info: RunInfo, windows: int, seed: int, batch_size: int):
     critic = load_critic(info.config.critic) if info.goal == "iql" else None  # on the CPU, as before
-    data = goals.with_goals(load_dataset(source), info.goal, info.state_mean, info.state_std, critic)
+    dataset = load_dataset(source)
+    check_dataset_fits(info, dataset.obs_dim, dataset.act_dim, source)
+    data = goals.with_goals(dataset, info.goal, info.state_mean, info.state_std, critic)
     sampler = SequenceSampler(
         data, context_len=info.context_len, reward_scale=info.reward_scale, delayed=info.config.delayed,
         max_ep_len=info.max_ep_len, seed=seed, state_mean=info.state_mean, state_std=info.state_std,

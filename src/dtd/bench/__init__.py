@@ -152,16 +152,12 @@ def write_json(result: dict, path: str | Path) -> Path:
     """Atomically write the result (temporary name, then rename)."""
     import json
 
+    from dtd.paths import write_text_atomic
+
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(result, indent=2, default=float) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, json.dumps(result, indent=2, default=float) + "\n")
 
 
 def summary(result: dict) -> str:

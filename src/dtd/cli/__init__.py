@@ -77,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"dtd: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:  # an allocator's failure: sizes too large for this machine
+        from dtd.device import out_of_memory
+
+        message = out_of_memory(exc)
+        if message is None or args.debug:
+            raise
+        print(f"dtd: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dtd: interrupted", file=sys.stderr)
         return 130

@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
              "eval_episodes": args.eval_episodes, "reference_episodes": args.reference_episodes,
              "eval_max_steps": args.eval_max_steps, "threads": args.threads,
              "run": args.run, "ddp": args.ddp, "eval_workers": args.eval_workers}
+    from dtd.errors import DtdError
+    from dtd.runs import is_checkpoint_file
+
     out = check_output_file(args.out, "bench --out")
+    if is_checkpoint_file(out):
+        raise DtdError(f"bench --out {out}: is a dtd checkpoint (a run's weights); choose another file")
     device = resolve_device(args.device)
     variants = args.variants if args.variants is not None else (GPU_VARIANTS if device != "cpu" else None)
     given.update(device=device, variants=variants)

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "target's episodes together in one batch, episode i of each target seeded seed+i); writes RUN_DIR/eval-<checkpoint>.json "
                        "(the training-time eval.json is left as it is) and prints a table.")  # fmt: skip
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by dtd train")
-    p.add_argument("--checkpoint", default="last", help="checkpoint name under RUN_DIR/checkpoints (default: last)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint name under RUN_DIR/checkpoints (default: last); RUN_DIR may also be a checkpoint "
+                        "file, evaluated and named as itself")
     p.add_argument("--episodes", type=int, default=None, help="episodes per target (default: the run's eval_episodes)")
     p.add_argument("--targets", type=finite_float, nargs="+", default=None,
                    help="target returns (default: the run's eval_targets, else the spec's for the task)")
@@ -39,26 +41,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from dtd.config import check_seed
     from dtd.device import resolve_device
     from dtd.errors import DtdError
     from dtd.evaluation import evaluate_run
     from dtd.paths import CKPT_DIR, check_output_file, write_text_atomic
     from dtd.runs import find_checkpoint, load_run
 
-    run, name = Path(args.run_dir), args.checkpoint.removesuffix(".pt")
+    run, name = Path(args.run_dir), (args.checkpoint or "last").removesuffix(".pt")
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise DtdError(f"--checkpoint: {args.checkpoint!r} is not a checkpoint name (e.g. last, step_0001000)")
-    path = find_checkpoint(run) if name == "last" else run / CKPT_DIR / f"{name}.pt"  # clear errors for non-runs
+    if run.is_file():  # a checkpoint file: evaluated, and its result named, as itself (never as "last")
+        if args.checkpoint is not None and name != run.stem:
+            raise DtdError(f"{run} is a checkpoint file; --checkpoint {args.checkpoint} names another one (give one)")
+        name = run.stem
+    path = find_checkpoint(run) if name == "last" or run.is_file() else run / CKPT_DIR / f"{name}.pt"
     if not path.is_file():
         have = sorted(p.stem for p in (run / CKPT_DIR).glob("*.pt"))
         raise DtdError(f"{run}: no checkpoint '{name}' (have: {', '.join(have) or 'none'})")
     for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps)):
         if value is not None and value < 1:
             raise DtdError(f"{flag} must be >= 1, got {value}")
-    if args.seed < 0:
-        raise DtdError(f"--seed must be >= 0, got {args.seed}")
+    check_seed(args.seed)
     device = resolve_device(args.device)
-    folder = run if run.is_dir() else path.parents[1]
+    folder = run if run.is_dir() else path.parents[1] if path.parent.name == CKPT_DIR else path.parent
     out = check_output_file(folder / f"eval-{name}.json", "eval result")
     model, info = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
     workers = args.workers if args.workers is not None else info.config.eval_workers

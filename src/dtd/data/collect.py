@@ -48,9 +48,13 @@ def detect_algorithm(zip_path: Path) -> str:
     try:
         with zipfile.ZipFile(zip_path) as zf:
             data = json.loads(zf.read("data"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:  # ValueError: not JSON, not UTF-8
         raise DtdError(f"{zip_path}: not a Stable-Baselines3 model file ({exc})") from None
-    module = str(data.get("policy_class", {}).get("__module__", ""))
+    if not isinstance(data, dict):
+        raise DtdError(f"{zip_path}: not a Stable-Baselines3 model file (its 'data' member is a JSON "
+                       f"{type(data).__name__}, not an object)")
+    policy_class = data.get("policy_class")
+    module = str(policy_class.get("__module__", "")) if isinstance(policy_class, dict) else ""
     parts = module.split(".")
     if len(parts) >= 2 and parts[1] in SB3_ALGOS:  # stable_baselines3.sac.policies
         return parts[1]

@@ -68,6 +68,8 @@ def _load_one(source: str, download: bool) -> EpisodeDataset:
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_minari_folder(path, source)
+    if path.exists() and not path.is_file():  # a FIFO, a socket, a device: nothing dtd can read as a dataset
+        raise DtdError(f"{source}: not a regular file or a folder (a dataset is a file, a Minari folder or an id)")
     if path.is_file():
         if path.suffix.lower() in HDF5_SUFFIXES:
             return load_d4rl_hdf5(path, source)
@@ -128,7 +130,7 @@ def _from_minari(ds, source: str) -> EpisodeDataset:
                 obs = obs["observation"]
             infos.update({k: np.asarray(v[:T]) for k, v in ep.infos.items()
                           if isinstance(v, np.ndarray) and len(v) >= T})
-            _check_step_shapes(source, np.asarray(obs), np.asarray(ep.actions))
+            _check_step_shapes(source, np.asarray(obs), np.asarray(ep.actions), ep.rewards)
             episodes.append(Episode(np.asarray(obs)[:T], ep.actions, ep.rewards, ep.terminations,
                                     ep.truncations, goals, infos))
     except DtdError:
@@ -174,6 +176,7 @@ def load_d4rl_hdf5(path: Path, source: str) -> EpisodeDataset:
     except Exception as exc:  # OSError for truncated/corrupt files
         raise DtdError(f"{source}: cannot read the hdf5 file ({type(exc).__name__}: {exc})") from None
 
+    _check_step_shapes(source, data["observations"], data["actions"], data["rewards"])
     for k, v in {**data, **extras}.items():
         if len(v) != N:
             raise DtdError(f"{source}: {k} has {len(v)} steps but rewards has {N}")
@@ -231,10 +234,14 @@ def load_dt_pickle(path: Path, source: str) -> EpisodeDataset:
     return EpisodeDataset(episodes, source, *_env_and_refs(path, {}))
 
 
-def _check_step_shapes(where: str, observations, actions) -> None:
+def _check_step_shapes(where: str, observations, actions, rewards=None) -> None:
     """Each step's observation and action must be a 1-D vector: (T, dim) arrays (a (T,) action array is
-    one action dimension). Images or nested arrays are refused instead of being flattened silently."""
+    one action dimension), and its reward one number. Images, nested arrays or several rewards a step are
+    refused by their shape instead of being flattened silently (and then miscounted)."""
     obs, act = np.asarray(observations), np.asarray(actions)
+    rew = None if rewards is None else np.asarray(rewards)
+    if rew is not None and not (rew.ndim == 1 or (rew.ndim == 2 and rew.shape[1] == 1)):
+        raise DtdError(f"{where}: rewards have shape {rew.shape}; dtd needs (T,), one number a step")
     if obs.ndim != 2:
         raise DtdError(f"{where}: observations have shape {obs.shape}; dtd needs (T, obs_dim), one 1-D vector a step")
     if act.ndim not in (1, 2):
@@ -243,7 +250,7 @@ def _check_step_shapes(where: str, observations, actions) -> None:
 
 def _episode(where: str, *arrays) -> Episode:
     try:
-        _check_step_shapes(where, arrays[0], arrays[1])
+        _check_step_shapes(where, arrays[0], arrays[1], arrays[2])
         ep = Episode(*arrays)
     except (ValueError, TypeError) as exc:
         raise DtdError(f"{where}: malformed arrays ({exc})") from None

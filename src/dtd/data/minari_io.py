@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from dtd.config import SEED_RANGE
 from dtd.errors import DtdError
-from dtd.paths import check_output_dir, clean_stale_temp, make_dirs, remove_made, temp_dir
+from dtd.paths import check_output_dir, clean_stale_temp, make_dirs, remove_made, temp_dir, write_error_reason
 
 
 @contextlib.contextmanager
@@ -40,8 +44,9 @@ def check_collect_args(steps: int, noise: float, seed: int, message: str = "--{}
         raise DtdError(message.format("steps", ">= 1", steps))
     if not noise >= 0 or not np.isfinite(noise):  # also refuses nan
         raise DtdError(message.format("noise", ">= 0", noise))
-    if seed < 0:
-        raise DtdError(message.format("seed", ">= 0", seed))
+    rule, ok = SEED_RANGE
+    if not ok(seed):
+        raise DtdError(message.format("seed", rule, seed))
 
 
 def dataset_destination(dataset_id: str, out: str | Path | None, what: str = "",
@@ -81,16 +86,20 @@ def write_dataset(buffers: list, dest: Path, dataset_id: str, env, temp_prefix: 
     made = make_dirs(dest.parent)
     clean_stale_temp(dest.parent, temp_prefix)  # left by a killed collector
     tmp_root = temp_dir(dest.parent, temp_prefix)
+    made_ds = tmp_root / dataset_id
     done = False
-    try:
+
+    def write() -> None:
         with minari_root(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # author_email / eval_env advice
             minari.create_dataset_from_buffers(dataset_id, buffers, env=env, author="dtd", **metadata)
-        made_ds = tmp_root / dataset_id
         if compress:
             compress_hdf5(made_ds / "data" / "main_data.hdf5")
             storage = MinariStorage.read(made_ds / "data")
             storage.update_metadata({"dataset_size": storage.get_size()})
+
+    try:
+        run_isolated(write, f"{dest}: could not write the dataset")
         os.rename(made_ds, dest)
         done = True
     finally:
@@ -98,6 +107,45 @@ def write_dataset(buffers: list, dest: Path, dataset_id: str, env, temp_prefix: 
         if not done:
             remove_made(made)
     return dest
+
+
+def run_isolated(write: Callable[[], None], failure: str) -> None:
+    """Run `write` in a forked child and raise one DtdError (`failure` and the reason) if it fails.
+
+    h5py does not survive a failed write: on a full disk HDF5 prints an error stack per open object (about
+    a thousand lines) and the process then segfaults while closing them. The child keeps that away from
+    the command: its stderr goes to /dev/null, it reports the first error's reason through a pipe and
+    leaves with os._exit, before h5py tears anything down. Without fork, `write` runs here."""
+    if not hasattr(os, "fork"):
+        write()
+        return
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the parent's code
+        code, told = 1, []
+
+        def tell(exc: BaseException | None) -> None:  # the first error only: the ones after it are its echoes
+            if exc is not None and not told:
+                told.append(os.write(write_fd, write_error_reason(exc).encode(errors="replace")[:500]))
+
+        try:
+            os.close(read_fd)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            sys.unraisablehook = lambda u: tell(u.exc_value)  # h5py's failing deallocs, before it may crash
+            write()
+            code = 0
+        except BaseException as exc:
+            tell(exc)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        reason = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        reason = reason or f"the writer died of signal {signal.Signals(os.WTERMSIG(status)).name}"
+    if status != 0:
+        raise DtdError(f"{failure} ({reason or 'unknown error'})")
 
 
 def compress_hdf5(path: Path) -> None:

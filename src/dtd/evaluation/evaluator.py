@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from dtd.device import check_memory
 from dtd.envs import make_env, make_vector_env
 from dtd.errors import DtdError
 from dtd.evaluation.results import Episodes, reference_scores, summarize, take, target_key
 from dtd.evaluation.rollout import Plan, RolloutSpec, rollout_batched, rollout_reference
-from dtd.evaluation.settings import EvalSettings, run_settings, target_returns
+from dtd.evaluation.settings import EvalSettings, check_targets, env_step_limit, run_settings, target_returns
 from dtd.evaluation.workers import rollout_workers
 from dtd.goals import GoalFn, ReturnToGo
 from dtd.runs import RunInfo
@@ -43,13 +44,16 @@ def evaluate(model, settings: EvalSettings) -> dict:
         raise DtdError("evaluation: no target returns given")
     if not all(math.isfinite(t) for t in targets):
         raise DtdError(f"evaluation: target returns must be finite numbers, got {targets}")
+    goal_fn = ReturnToGo(s.reward_scale, s.delayed) if s.goal_fn is None else s.goal_fn
+    check_targets(targets, goal_fn)
+    max_steps = s.max_ep_len if s.max_steps is None else s.max_steps
+    max_steps = min(max_steps, env_step_limit(s.env_id) or max_steps)  # no episode runs past its env's limit
+    check_rollout_memory(model, len(targets) * s.episodes, max(max_steps, s.context_len), s, goal_fn)
     plan = [(float(t), s.seed + i) for t in targets for i in range(s.episodes)]  # target k: plan[k*E : (k+1)*E]
     workers = min(s.workers, len(plan)) if s.batched else 1
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
         warnings.warn("evaluation: workers need the 'fork' start method (not available here); using one process")
         workers = 1
-    max_steps = s.max_ep_len if s.max_steps is None else s.max_steps
-    goal_fn = ReturnToGo(s.reward_scale, s.delayed) if s.goal_fn is None else s.goal_fn
     spec = RolloutSpec(
         np.asarray(s.state_mean, dtype=np.float32).reshape(-1), np.asarray(s.state_std, dtype=np.float32).reshape(-1),
         s.context_len, s.max_ep_len, max_steps, s.device,
@@ -65,6 +69,9 @@ def evaluate(model, settings: EvalSettings) -> dict:
     results, env_steps = {}, 0
     for k, target in enumerate(targets):
         part = take(eps, k * s.episodes, (k + 1) * s.episodes)
+        if not np.isfinite(part.returns).all():  # results that mean nothing are not reported
+            raise DtdError(f"evaluation: target {target:g} gave non-finite returns (NaN or inf): the model's actions "
+                           "were not finite numbers")
         results[target_key(target)] = summarize(target, part, ref)
         env_steps += int(part.lengths.sum())
     seconds = time.perf_counter() - start
@@ -89,6 +96,23 @@ def evaluate(model, settings: EvalSettings) -> dict:
     best = max(results, key=lambda k: results[k][key])
     out.update(best_target=best, best_score=results[best][key], score_kind=key.removesuffix("_mean"))
     return out
+
+
+ENV_BYTES = 1 << 20  # a MuJoCo environment's memory, measured: about 1 MiB each (Hopper-v5)
+
+
+def check_rollout_memory(model, n: int, steps: int, s: EvalSettings, goal_fn: GoalFn) -> None:
+    """Refuse, before making any environment, an evaluation this machine cannot hold: N environments (host
+    memory) and the batched engine's (N, T, state + action + goal) float32 history buffers (the model's
+    device); a lower bound, so an evaluation that fits is never refused."""
+    act_dim = int(getattr(getattr(model, "config", None), "act_dim", 0) or 0)
+    width = np.asarray(s.state_mean).size + act_dim + int(getattr(goal_fn, "goal_dim", 1))
+    buffers = 4 * n * steps * width if s.batched else 0
+    on_host = s.device == "cpu" or s.workers > 1
+    what, hint = f"evaluation ({n} episodes together, up to {steps} steps each)", "lower --episodes or --max-steps"
+    check_memory(n * ENV_BYTES + (buffers if on_host else 0), "cpu", what, hint)
+    if not on_host:
+        check_memory(buffers, s.device, what, hint)
 
 
 def evaluate_reference(model, settings: EvalSettings) -> dict:

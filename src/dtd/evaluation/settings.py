@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dtd.config import check_goal_targets
 from dtd.data.refscores import env_key
 from dtd.envs import DEFAULT_VECTOR
 from dtd.errors import DtdError
@@ -58,6 +59,23 @@ class EvalSettings:
 
     def replace(self, **changes) -> "EvalSettings":
         return dataclasses.replace(self, **changes)
+
+
+def check_targets(targets: Sequence[float], goal_fn: GoalFn, what: str = "evaluation") -> None:
+    """Targets whose goal tokens are finite float32 numbers (return-to-go: target / reward scale): an
+    overflowing one makes the model's actions, and so the returns, NaN."""
+    check_goal_targets(targets, goal_fn.reward_scale if isinstance(goal_fn, ReturnToGo) else 1.0, what)
+
+
+def env_step_limit(env_id: str) -> int | None:
+    """The environment's own episode limit (its TimeLimit), None when it has none or is not registered yet:
+    an evaluation never needs more steps than that, so a larger --max-steps is clamped to it."""
+    import gymnasium as gym
+
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except Exception:  # not registered (mazes register on make) or an unknown id: no clamp here
+        return None
 
 
 def run_goal(info: RunInfo, device: str = "cpu") -> GoalFn:

@@ -143,8 +143,11 @@ def _train_loop(cfg: IQLConfig, run_dir: Path, model, opts: dict, tensors: dict,
                 record = {"step": step, **{k: v / n_acc for k, v in sums.items()}}
                 if not all(math.isfinite(v) for v in record.values()):
                     raise DtdError(f"iql: a loss became non-finite at step {step} (try a lower --lr)")
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+                try:
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                except OSError as exc:  # a full disk: name the file (a write error carries no filename)
+                    raise DtdError(f"{metrics.name}: could not write it ({exc.strerror or exc})") from None
                 for k, v in record.items():
                     if k != "step":
                         tb.add_scalar(f"iql/{k}", v, step)

@@ -28,7 +28,7 @@ from dtd import goals, paths, runs
 from dtd.config import COMPILE_MODES, TrainConfig, save_yaml
 from dtd.data.loaders import load_dataset
 from dtd.data.sampler import SequenceSampler
-from dtd.device import resolve_device
+from dtd.device import check_memory, resolve_device
 from dtd.envs import check_env_compat
 from dtd.errors import DtdError
 from dtd.evaluation import EvalSettings, evaluate
@@ -69,8 +69,17 @@ def train(cfg: TrainConfig, force: bool = False, progress: bool = True) -> Train
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
-    """Continue a run from its last checkpoint; only `steps` and `device` may be overridden."""
+    """Continue a run from its last checkpoint; only the RESUMABLE fields may be overridden.
+
+    The run is the folder (or its checkpoints/last.pt): resuming from an older step_N.pt would rewind the run
+    (rewrite last.pt, drop later metrics, orphan newer checkpoints), so any other file is refused."""
     path = runs.find_checkpoint(run_dir)
+    folder = path.parents[1]
+    if Path(run_dir).is_file() and not (path.name == runs.LAST and path.parent.name == paths.CKPT_DIR
+                                        and paths.is_run_dir(folder)):
+        raise DtdError(f"--resume {run_dir}: resume takes a run folder and continues from its "
+                       f"{paths.CKPT_DIR}/{runs.LAST}; resuming from another checkpoint file would rewind the run "
+                       "it came from (to evaluate it: dtd eval RUN --checkpoint NAME)")
     ckpt = runs.read_checkpoint(path)
     if not isinstance(ckpt.info.config, TrainConfig):
         raise DtdError(f"{run_dir}: not a `dtd train` run (model {ckpt.info.model_name}); it cannot be resumed here")
@@ -83,7 +92,7 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progres
     cfg.check_ranges()
     if ckpt.info.step >= cfg.steps:
         raise DtdError(f"{run_dir}: already trained for {ckpt.info.step} of {cfg.steps} steps (pass --steps N to extend)")
-    return _run(cfg, ckpt, False, progress, run_dir=Path(run_dir) if Path(run_dir).is_dir() else path.parents[1])
+    return _run(cfg, ckpt, False, progress, run_dir=Path(run_dir) if Path(run_dir).is_dir() else folder)
 
 
 # ---- the loop ---------------------------------------------------------------------------------
@@ -95,6 +104,10 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
 
     cfg.check_ranges()
     resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")) if ddp_world() > 1 else None)
+    if ckpt is None and cfg.context_len > cfg.max_ep_len:  # a window longer than any episode is only padding
+        print(f"dtd: --context_len {cfg.context_len} is longer than --max_ep_len {cfg.max_ep_len}; using "
+              f"{cfg.max_ep_len}")
+        cfg.context_len = cfg.max_ep_len
     if ckpt is None:  # where the run goes: checked (not created) before any work
         name = cfg.run_name or paths.auto_run_name(cfg.preset or cfg.model, cfg.dataset, cfg.seed)
         paths.check_run_target(cfg.out_dir, name, force, _exists_hint(Path(cfg.out_dir) / name))
@@ -121,6 +134,7 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
         if ckpt is None:
             state_mean, state_std = dataset.state_stats()
         else:
+            runs.check_dataset_fits(ckpt.info, dataset.obs_dim, dataset.act_dim, cfg.dataset)
             state_mean, state_std = ckpt.info.state_mean, ckpt.info.state_std
         # maze / IQL value goals: per-step tokens written into the episodes (dtd.goals)
         critic = runs.load_critic(cfg.critic, device) if cfg.goal == "iql" else None
@@ -140,6 +154,7 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
         np.random.seed(cfg.seed + dist.rank)
         torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
         if ckpt is None:
+            check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, goal_dim, device)
             model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
                                 cfg.context_len, **cfg.model_options)
         else:  # the model the run was started with, whatever today's defaults are
@@ -190,7 +205,12 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
                 log.eval(step, out)
             ddp.barrier(dist)
 
+        saved = [start]  # the step of the newest checkpoint on disk (0: none yet)
+
         def save(step: int) -> None:
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # keep the last finite one
+                raise DtdError(f"training stopped: the weights became NaN or inf at step {step} (try a lower --lr); "
+                               + _kept(saved[0], run_dir))
             states = ddp.gather_objects(rng.get_rng_state(sampler), dist)
             if not dist.is_main:
                 return
@@ -199,10 +219,9 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
             folder = run_dir / paths.CKPT_DIR
             runs.save_checkpoint(Checkpoint(info, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
                                             states, dist.world_size), folder / runs.LAST)
+            saved[0] = step
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:  # keep periodic copies too
-                tmp = folder / f"step_{step:07d}.pt.tmp"
-                shutil.copyfile(folder / runs.LAST, tmp)
-                os.replace(tmp, folder / f"step_{step:07d}.pt")
+                paths.write_atomic(folder / f"step_{step:07d}.pt", lambda tmp: shutil.copyfile(folder / runs.LAST, tmp))
 
         probe = probe_batch(sampler, cfg.seed, device) if cfg.probe_steps and dist.is_main else None
 
@@ -236,7 +255,8 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
 
             loss_val = loss.item()
             if not math.isfinite(loss_val):
-                raise DtdError(f"training: loss became {loss_val} at step {step} (try a lower --lr)")
+                raise DtdError(f"training stopped: the loss became {loss_val} at step {step} (try a lower --lr); "
+                               + _kept(saved[0], run_dir))
             loss_sum, loss_n, steps_log = loss_sum + loss_val, loss_n + 1, steps_log + 1
             bar.update(1)
             t_pause = time.perf_counter()
@@ -305,6 +325,29 @@ def ddp_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _kept(step: int, run_dir: Path) -> str:
+    """What a stopped run keeps: its newest (finite) checkpoint, or nothing (the run folder is removed)."""
+    if not step:
+        return "no checkpoint had been saved, so the run folder is removed"
+    return f"the run keeps its last finite checkpoint, step {step} ({run_dir / paths.CKPT_DIR / runs.LAST})"
+
+
+def check_training_memory(cfg: TrainConfig, obs_dim: int, act_dim: int, goal_dim: int, device: str) -> None:
+    """Refuse, before any work, sizes this machine cannot hold: the model (built on torch's meta device,
+    which allocates nothing) with its gradients and AdamW state, plus one batch and one (B, K, hidden)
+    activation; a lower bound, so a run that fits is never refused."""
+    import torch
+
+    with torch.device("meta"):
+        meta = build_model(cfg.model, obs_dim, act_dim, goal_dim, cfg.max_ep_len, cfg.context_len, **cfg.model_options)
+    params = sum(p.numel() for p in meta.parameters())
+    hidden = int(getattr(meta.config, "hidden_size", 1))
+    batch = cfg.batch_size * cfg.context_len * (obs_dim + act_dim + goal_dim + hidden)
+    check_memory(4 * (4 * params + batch), device, f"training {cfg.model} ({params:,} parameters, batch "
+                 f"{cfg.batch_size} x {cfg.context_len})", "lower --batch_size, --context_len, --hidden_size, "
+                 "--max_ep_len or the other model sizes")
+
+
 def _exists_hint(path: Path) -> str:
     return f"use --resume {path} to continue it, or --force to overwrite"
 
@@ -360,14 +403,17 @@ class _Logger:
 
         self.path = run_dir / METRICS
         if start and self.path.is_file():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _line_step(ln) <= start]
-            paths.write_text_atomic(self.path, "".join(ln + "\n" for ln in kept))
+            kept = [ln for ln in self.path.read_bytes().splitlines() if _line_step(ln) <= start]
+            paths.write_atomic(self.path, lambda tmp: Path(tmp).write_bytes(b"".join(ln + b"\n" for ln in kept)))
         self.file = open(self.path, "a")
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
 
     def _write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:  # a full disk: name the file (a write error has no filename of its own)
+            raise DtdError(f"{self.path}: could not write it ({exc.strerror or exc})") from None
 
     def train(self, step: int, loss: float, lr: float, samples_per_s: float) -> None:
         if not self.enabled:
@@ -400,8 +446,10 @@ class _Logger:
             self.tb.close()
 
 
-def _line_step(line: str) -> int:
+def _line_step(line: bytes) -> int:
+    """The step of a metrics.jsonl line; a line that cannot be read (half-written, not UTF-8, not an
+    object, a null or missing step) counts as past every step, so resume drops it."""
     try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 1 << 62  # an unreadable (half-written) line is dropped
+        return int(json.loads(line.decode("utf-8"))["step"])
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        return 1 << 62
