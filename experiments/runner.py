@@ -140,9 +140,13 @@ _CHILDREN: set[subprocess.Popen] = set()  # the `dtd train` processes running no
 _STOPPING = threading.Event()  # set on SIGTERM / Ctrl-C: start nothing more
 
 
-def commit_record(path: Path, repo: Path = ROOT) -> bool:
-    """`git add` + `git commit` of one record folder only (other staged changes stay staged); a warning,
-    not an error, when git is busy or refuses (the record stays on disk and is committed next time)."""
+def commit_record(path: Path, repo: Path | None = None) -> bool:
+    """`git add` + `git commit` of one record folder only (other staged changes stay staged), in the repository
+    that holds it (a grid may run from a worktree of fixed code and keep its records in the main checkout); a
+    warning, not an error, when git is busy or refuses (the record stays on disk and is committed next time)."""
+    if repo is None:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True, text=True)
+        repo = Path(top.stdout.strip()) if top.returncode == 0 else ROOT
     rel = os.path.relpath(path, repo)
     with _GIT_LOCK:
         for attempt in range(3):
@@ -283,7 +287,8 @@ def main(description: str, jobs: list[Job], study: str, argv: list[str] | None =
     if args.list:
         for job in todo:
             state = "stale" if stale(job, records) else "done" if done(job, records) else "todo"
-            what = f"(step, after {' and '.join(job.needs)})" if job.step is not None else " ".join(job.args)
+            after = f", after {' and '.join(job.needs)}" if job.needs else ""
+            what = f"(step{after})" if job.step is not None else " ".join(job.args)
             print(state, job.name, what)
         return 0
     import signal

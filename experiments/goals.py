@@ -1,0 +1,168 @@
+"""The paper's goal-conditioned half, measured at the locomotion study's budget (issue #31).
+
+    MINARI_DATASETS_PATH=../shared/datasets .venv/bin/python experiments/goals.py [--workers 2] [--list]
+        [--only TEXT] [--commit-records]
+
+Mazes: PointMaze and AntMaze, umaze and medium, on datasets made here by `dtd data collect-maze` (1M steps
+each, seed 0; AntMaze from the RL Zoo's PPO Ant steered along the planner's path, which needs
+../shared/zoo). Models: DTd-b1 (the goal biases the state stream) and DTd-b2 (all streams), both with the
+waypoint head; DTd-b1 without it; DT with return-to-go (the maze state carries the goal xy, so DT sees the
+goal too). Scored by the success rate x 100 over 20 episodes from the env's own start and goal distribution.
+
+IQL value goal: on hopper medium and halfcheetah medium-replay (the locomotion study's extremes), DTd and
+DT-small conditioned on (max V - V(s)) / (max V - min V) of an IQL critic trained once per dataset (a step
+here, its settings and losses recorded); their return-to-go counterparts are the study's own runs
+(results/study/, reused).
+
+Every train run has its model's recipe of the study (experiments/study.py: 256,000 samples, 4,000 steps x
+batch 64, the model's learning rate, warm-up over 10%, DTd's head at 0.1x), evaluated every 500 steps.
+Order, so that a partial grid is useful: the datasets and critics, then seed 0 of every cell, then seed 1,
+then seed 2. Records land in results/goals/ (experiments/runner.py); RESULTS.md: experiments/make_results.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runner import ROOT, Job, main
+from study import budget, recipe
+
+SEEDS = (0, 1, 2)
+DATA = Path("runs") / "goal-data"  # the maze datasets, relative to the repository (untracked, rebuilt from seed 0)
+MAZE_STEPS = 1_000_000  # D4RL's size
+ZOO_ANT = ROOT.parent / "shared" / "zoo" / "ppo" / "Ant-v3_1" / "Ant-v3.zip"
+MAZES = tuple(f"{robot}maze-{layout}" for robot in ("point", "ant") for layout in ("umaze", "medium"))
+MAZE_MODELS = {  # cell -> (preset suffix, extra arguments)
+    "dtd-b1": ("dtd-b1", ()),
+    "dtd-b2": ("dtd-b2", ()),
+    "dtd-b1-nowp": ("dtd-b1", ("--model_opts", "waypoint_head=false")),
+    "dt": ("dt", ()),
+}
+EPISODES = 20  # per evaluation: one target (reach the goal / the value goal's 1), 20 episodes (the study's 2 x 10)
+IQL_DATASETS = {"hopper-medium": "zoo/hopper/medium-v0", "halfcheetah-medium-replay": "zoo/halfcheetah/medium-replay-v0"}
+IQL_MODELS = ("dtd", "dt-small")
+IQL_ARGS = ("--seed", "0")  # the critic: dtd iql train's defaults (20,000 steps, batch 256, expectile 0.7, ...)
+
+
+def maze_data(maze: str) -> Path:
+    return DATA / maze
+
+
+def study_args(model: str, episodes: int) -> list[str]:
+    """The study's budget for `model` with `episodes` per evaluation (each flag once)."""
+    args = list(budget(recipe(model)))
+    args[args.index("--eval_episodes") + 1] = str(episodes)
+    return args
+
+
+def maze_args(model: str, opts: tuple[str, ...]) -> tuple[str, ...]:
+    """The study's budget for `model`, with the maze's extra model options merged into its --model_opts."""
+    args = study_args(model, EPISODES)
+    if opts:
+        if "--model_opts" in args:
+            i = args.index("--model_opts") + 1
+            while i < len(args) and not args[i].startswith("--"):
+                i += 1
+            args[i:i] = opts[1:]
+        else:
+            args += opts
+    return tuple(args)
+
+
+def dataset_step(maze: str):
+    """Build the maze dataset if it is missing (a fixed seed: the same data on any machine with the same
+    builds), then record what it holds (`dtd data info`) and what collecting it measured."""
+    robot, layout = maze.replace("maze-", " ").split()
+
+    def step(runs: Path, out: Path) -> list[str]:
+        dest = ROOT / maze_data(maze)
+        cmd = [sys.executable, "-m", "dtd", "data", "collect-maze", "--robot", robot, "--maze", layout,
+               "--steps", str(MAZE_STEPS), "--seed", "0", "--out", str(dest)]
+        if robot == "ant":
+            cmd += ["--policy", str(ZOO_ANT)]
+        collected = None
+        if not dest.exists():
+            start = time.time()
+            subprocess.run(cmd, check=True, cwd=ROOT, env=_one_thread(), stdout=subprocess.DEVNULL)
+            collected = {"seconds": round(time.time() - start, 1),
+                         "steps_per_second": round(MAZE_STEPS / (time.time() - start), 1)}
+        info = subprocess.run([sys.executable, "-m", "dtd", "data", "info", str(dest)], check=True, cwd=ROOT,
+                              capture_output=True, text=True, env=_one_thread()).stdout
+        (out / "info.txt").write_text(info.replace(str(dest), str(maze_data(maze))))
+        (out / "dataset.json").write_text(json.dumps({**_stats(dest), "collect": collected}, indent=1) + "\n")
+        return ["dtd " + " ".join(cmd[3:]).replace(str(dest), str(maze_data(maze)))
+                .replace(str(ZOO_ANT), os.path.relpath(ZOO_ANT, ROOT))]
+
+    return step
+
+
+def _stats(path: Path) -> dict:
+    import numpy as np
+
+    from dtd.data.loaders import load_dataset
+
+    ds = load_dataset(str(path))
+    ends = {"goal": 0, "flip": 0, "time": 0}
+    for ep in ds.episodes:
+        flipped = "flipped" in ep.infos and bool(ep.infos["flipped"].any())
+        ends["goal" if ep.terminals.any() else "flip" if flipped else "time"] += 1
+    return {"episodes": ds.num_episodes, "transitions": ds.num_steps, "mean_length": float(np.mean(ds.lengths())),
+            "episodes_with_reward": int(sum(ep.rewards.sum() > 0 for ep in ds.episodes)), "ends": ends}
+
+
+def _one_thread() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def critic_name(dataset: str) -> str:
+    return f"iql-{dataset}"
+
+
+def critic_step(dataset: str):
+    """Train the IQL critic of a dataset (`dtd iql train`), then keep its config and losses."""
+
+    def step(runs: Path, out: Path) -> list[str]:
+        name = critic_name(dataset)
+        run = runs / name
+        cmd = [sys.executable, "-m", "dtd", "iql", "train", IQL_DATASETS[dataset], *IQL_ARGS,
+               "--out-dir", str(runs), "--run-name", name, "--force"]
+        if not (run / "checkpoints" / "last.pt").is_file() or not (run / "metrics.jsonl").is_file():
+            subprocess.run(cmd, check=True, cwd=ROOT, env=_one_thread(), stdout=subprocess.DEVNULL)
+        for f in ("config.yaml", "metrics.jsonl"):
+            shutil.copyfile(run / f, out / f)
+        return ["dtd " + " ".join(cmd[3:]).replace(str(runs), f"runs/{runs.name}")]
+
+    return step
+
+
+def jobs() -> list[Job]:
+    """Every job once, in run order (the docstring says why)."""
+    steps = [Job(f"data-{m}", (), {"group": "data", "dataset": m}, step=dataset_step(m)) for m in MAZES]
+    steps += [Job(critic_name(d), (), {"group": "critic", "dataset": d}, step=critic_step(d)) for d in IQL_DATASETS]
+    runs = []
+    for seed in SEEDS:
+        for maze in MAZES:
+            for cell, (preset, opts) in MAZE_MODELS.items():
+                model = "dt-small" if cell == "dt" else "dtd"
+                args = ("--config", f"maze/{maze}-{preset}", "--dataset", str(maze_data(maze)),
+                        *maze_args(model, opts), "--seed", str(seed))
+                tags = {"group": "maze", "dataset": maze, "model": cell, "seed": str(seed)}
+                runs.append(Job(f"{maze}-{cell}-s{seed}", args, tags, needs=(f"data-{maze}",)))
+        for dataset in IQL_DATASETS:
+            for model in IQL_MODELS:
+                args = ("--config", f"iql/{dataset}-{'dt' if model == 'dt-small' else model}",
+                        "--critic", f"runs/goals/{critic_name(dataset)}", *study_args(model, EPISODES),
+                        "--seed", str(seed))
+                tags = {"group": "iql", "dataset": dataset, "model": model, "seed": str(seed)}
+                runs.append(Job(f"{dataset}-{model}-iql-s{seed}", args, tags, needs=(critic_name(dataset),)))
+    return [*steps, *runs]
+
+
+if __name__ == "__main__":
+    sys.exit(main(__doc__, jobs(), "goals"))
