@@ -214,6 +214,111 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("bench-device-tpu", B + ["--device", "tpu"], "unknown device"),
     ("iql-device-tpu", IQ + ["--device", "tpu"], "unknown device"),
 ]
+BIG = str(10**12)  # a size no machine holds
+# issue #32: reliability, round two (every class of the issue; fixtures made in `work`)
+ROWS_32: list[tuple[str, list[str], str]] = [
+    # --- sizes too large for the machine: one line saying how much memory it needs
+    ("train-batch-huge", T + ["--batch_size", BIG], "needs at least"),
+    ("train-hidden-huge", T + ["--hidden_size", "1000000"], "needs at least"),
+    ("train-max-ep-len-huge", T + ["--max_ep_len", BIG], "needs at least"),
+    ("train-context-and-ep-len-huge", T + ["--context_len", BIG, "--max_ep_len", BIG], "needs at least"),
+    ("eval-episodes-huge", E + ["--episodes", BIG], "needs at least"),
+    ("eval-episodes-huge-max-steps-huge", E + ["--episodes", BIG, "--max-steps", BIG], "needs at least"),
+    ("iql-batch-huge", IQ + ["--batch-size", BIG], "out of memory: an allocation of"),
+    ("bench-batch-huge", B + ["--batch-sizes", BIG], "out of memory: an allocation of"),
+    # --- seeds numpy cannot take
+    ("train-seed-2-32", T + ["--seed", str(2**32)], "< 2**32"),
+    ("eval-seed-2-32", E + ["--seed", str(2**32)], "< 2**32"),
+    ("attention-seed-2-32", A + ["--seed", str(2**32)], "< 2**32"),
+    ("iql-seed-2-32", IQ + ["--seed", str(2**32)], "< 2**32"),
+    ("collect-seed-2-32", CR + ["--seed", str(2**40)], "< 2**32"),
+    ("maze-seed-2-32", M + ["--seed", str(2**32), "--out", "ds"], "< 2**32"),
+    ("train-yaml-seed-2-32", T + ["--config", "cfg/bigseed.yaml"], "< 2**32"),
+    # --- YAML and --config
+    ("train-yaml-base-not-names", T + ["--config", "cfg/base-int.yaml"], "'base:' expects a preset name"),
+    ("train-yaml-base-mapping", T + ["--config", "cfg/base-map.yaml"], "'base:' expects a preset name"),
+    ("train-yaml-binary", T + ["--config", "cfg/binary.yaml"], "not UTF-8"),
+    ("train-yaml-duplicate-key", T + ["--config", "cfg/dup.yaml"], "appears twice"),
+    ("train-yaml-duplicate-option", T + ["--config", "cfg/dup-option.yaml"], "appears twice"),
+    ("train-yaml-two-spellings", T + ["--config", "cfg/two-spellings.yaml"], "set twice"),
+    ("train-config-folder", T + ["--config", "adir"], "is a folder"),
+    ("train-config-fifo", T + ["--config", "data/fifo.pkl"], "not a regular file"),
+    # --- conflicting settings on the command line
+    ("train-opts-and-flag", T + ["--model_opts", "hidden_size=64", "--hidden_size", "32"], "set twice"),
+    ("train-opts-twice", T + ["--model_opts", "n_layer=1", "n_layer=2"], "set twice"),
+    ("train-flag-and-opts-bias", ["train", "--model", "dtd", "--bias", "left", "--model_opts", "bias=right"],
+     "set twice"),
+    # --- model option ranges
+    ("train-ff-dim-0", T + ["--model", "dtd", "--model_opts", "ff_dim=0"], "ff_dim must be >= 1"),
+    ("train-n-join-layer-neg", T + ["--model", "dtd", "--model_opts", "n_join_layer=-1"], "n_join_layer must be >= 1"),
+    ("train-join-ff-dim-0", T + ["--model", "dtd", "--model_opts", "join_ff_dim=0"], "join_ff_dim must be >= 1"),
+    ("train-join-heads-0", T + ["--model", "dtd", "--model_opts", "join_n_head=0"], "join_n_head must be >= 1"),
+    ("train-ff-mult-0", T + ["--model_opts", "ff_mult=0"], "ff_mult must be >= 1"),
+    ("train-n-layer-0", T + ["--n_layer", "0"], "n_layer must be >= 1"),
+    ("train-bc-layers-neg", T + ["--model", "bc", "--n_head", "none", "--n_layer", "-2"], "n_layer must be >= 1"),
+    ("train-dropout-nan-opts", T + ["--model_opts", "dropout=nan"], "dropout must be"),
+    ("train-heads-do-not-divide", T + ["--n_head", "3"], "multiple of n_head"),
+    ("train-yaml-ff-dim-0", T + ["--model", "dtd", "--config", "cfg/ff0.yaml"], "ff_dim must be >= 1"),
+    ("iql-n-layers-0", IQ + ["--n-layers", "0"], "n_layers must be >= 1"),
+    # --- run names: printable only
+    ("train-name-newline", T + ["--run_name", "a\nb"], "printable"),
+    ("train-name-tab", T + ["--run_name", "a\tb"], "printable"),
+    ("train-name-escape-seq", T + ["--run_name", "\x1b[31mred"], "printable"),
+    ("iql-name-newline", IQ + ["--run-name", "a\nb"], "printable"),
+    # --- non-finite targets and weights
+    ("train-target-overflows", T + ["--eval_targets", "1e300"], "not finite at reward scale"),
+    ("train-scale-makes-overflow", T + ["--reward_scale", "1e-300", "--eval_targets", "3600"],
+     "not finite at reward scale"),
+    ("eval-target-overflows", E + ["--targets", "1e300"], "not finite at reward scale"),
+    ("eval-target-neg-overflows", E + ["--targets=-1e300"], "not finite at reward scale"),
+    ("eval-nan-weights", ["eval", "runs/nanrun"], "weights are not finite"),
+    ("export-nan-weights", ["export", "runs/nanrun", "--out", "p.pt"], "weights are not finite"),
+    ("export-onnx-nan-weights", ["export", "runs/nanrun", "--format", "onnx", "--out", "p.onnx"],
+     "weights are not finite"),
+    ("attention-nan-weights", ["attention", "runs/nanrun", "--windows", "2"], "weights are not finite"),
+    ("bench-run-nan-weights", B + ["--run", "runs/nanrun"], "weights are not finite"),
+    # --- an IQL critic run given to the policy commands
+    ("eval-critic-run", ["eval", "runs/critic"], "dtd train --goal iql --critic"),
+    ("eval-critic-checkpoint", ["eval", "runs/critic/checkpoints/last.pt"], "an IQL critic run"),
+    ("export-critic-run", ["export", "runs/critic", "--out", "p.pt"], "dtd train --goal iql --critic"),
+    ("attention-critic-run", ["attention", "runs/critic", "--windows", "2"], "an IQL critic run"),
+    ("bench-run-critic", B + ["--run", "runs/critic"], "an IQL critic run"),
+    ("train-resume-critic", ["train", "--resume", "runs/critic", "--steps", "10"], "not a `dtd train` run"),
+    ("train-critic-is-policy-run", T + ["--goal", "iql", "--critic", "runs/good"], "not an IQL critic"),
+    # --- a run whose inputs changed
+    ("train-resume-dataset-changed", ["train", "--resume", "runs/filerun", "--steps", "4"], "states of size 5"),
+    ("attention-other-state-size", A + ["--dataset", "data/other.pkl"], "states of size 5"),
+    # --- messages that say what is wrong
+    ("train-dataset-fifo", T + ["--dataset", "data/fifo.pkl"], "not a regular file"),
+    ("info-fifo", ["data", "info", "data/fifo.pkl"], "not a regular file"),
+    ("iql-dataset-fifo", ["iql", "train", "data/fifo.pkl", "--out-dir", "iqlruns"], "not a regular file"),
+    ("info-rewards-2-columns", ["data", "info", "data/rew2.hdf5"], "rewards have shape (20, 2)"),
+    ("train-rewards-2-columns", T + ["--dataset", "data/rew2.hdf5"], "rewards have shape (20, 2)"),
+    ("collect-policy-data-list", C + ["--policy", "pol/list.zip", "--out", "ds"], "not a Stable-Baselines3"),
+    ("collect-policy-data-not-json", C + ["--policy", "pol/binary.zip", "--out", "ds"], "not a Stable-Baselines3"),
+    ("collect-policy-class-string", C + ["--policy", "pol/pcstr.zip", "--out", "ds"], "cannot tell the algorithm"),
+    ("eval-checkpoint-file-and-name", ["eval", "runs/stepped/checkpoints/step_0000001.pt", "--checkpoint", "last"],
+     "names another one"),
+]
+# issue #32, data loss: each must leave the run exactly as it was (same last.pt bytes, same metrics)
+DATA_LOSS_ROWS: list[tuple[str, list[str], str]] = [
+    ("export-over-last-pt", X + ["--out", "runs/stepped/checkpoints/last.pt"], "inside the run"),
+    ("export-over-step-pt", X + ["--out", "runs/stepped/checkpoints/step_0000001.pt"], "inside the run"),
+    ("export-into-checkpoints", X + ["--out", "runs/stepped/checkpoints/new.pt"], "inside the run"),
+    ("export-into-checkpoints-via-dotdot", X + ["--out", "runs/good/../stepped/checkpoints/last.pt"], "inside the run"),
+    ("export-onnx-into-checkpoints", X + ["--format", "onnx", "--out", "runs/stepped/checkpoints/p.onnx"],
+     "inside the run"),
+    ("export-over-checkpoint-copy", X + ["--out", "backup.pt"], "is a dtd checkpoint"),
+    ("bench-over-checkpoint-copy", B[:-2] + ["--out", "backup.pt"], "is a dtd checkpoint"),
+    ("bench-into-checkpoints", B[:-2] + ["--out", "runs/stepped/checkpoints/b.json"], "inside the run"),
+    ("attention-into-checkpoints", A + ["--out", "runs/stepped/checkpoints"], "inside the run"),
+    ("report-into-checkpoints", ["report", "runs/good", "--out", "runs/stepped/checkpoints/rep"], "inside the run"),
+    ("train-resume-from-step-file", ["train", "--resume", "runs/stepped/checkpoints/step_0000001.pt", "--steps", "5"],
+     "would rewind the run"),
+    ("train-resume-from-copied-file", ["train", "--resume", "backup.pt", "--steps", "5"], "would rewind the run"),
+    ("train-resume-step-file-more-steps", ["train", "--resume", "runs/stepped/checkpoints/step_0000001.pt"],
+     "would rewind the run"),
+]
 CUDA_ROWS = [  # on a machine without CUDA: one clear error each
     ("train-device-cuda", T + ["--device", "cuda"], "CUDA is not available"),
     ("train-device-cuda0", T + ["--device", "cuda:0"], "CUDA is not available"),
@@ -236,7 +341,7 @@ PROC_ROWS = [  # a folder nobody may write in (root included)
 
 
 def _params():
-    out = [pytest.param(argv, frag, id=rid) for rid, argv, frag in ROWS]
+    out = [pytest.param(argv, frag, id=rid) for rid, argv, frag in ROWS + ROWS_32 + DATA_LOSS_ROWS]
     out += [pytest.param(argv, frag, id=rid, marks=pytest.mark.skipif(CUDA, reason="CUDA is present"))
             for rid, argv, frag in CUDA_ROWS]
     out += [pytest.param(argv, frag, id=rid, marks=pytest.mark.skipif(not LINUX, reason="needs /proc"))
@@ -245,8 +350,10 @@ def _params():
 
 
 def test_the_table_is_large_enough():
+    every = ROWS + ROWS_32 + DATA_LOSS_ROWS + CUDA_ROWS + PROC_ROWS
     assert len(ROWS) + len(CUDA_ROWS) + len(PROC_ROWS) >= 100
-    assert len({r[0] for r in ROWS + CUDA_ROWS + PROC_ROWS}) == len(ROWS) + len(CUDA_ROWS) + len(PROC_ROWS)
+    assert len(ROWS_32) + len(DATA_LOSS_ROWS) >= 60  # issue #32's classes
+    assert len({r[0] for r in every}) == len(every)
 
 
 @pytest.fixture(scope="module")
@@ -275,9 +382,56 @@ def work(tiny_runs, tmp_path_factory):
     PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, batch_size=64, device="cpu").save(root / "pol" / "pendulum.zip")
     PPO("MlpPolicy", gym.make("Hopper-v5"), n_steps=64, batch_size=64, device="cpu").save(root / "pol" / "hopper.zip")
     VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")])).save(root / "pol" / "vn.pkl")
+    _issue_32_fixtures(root)
     lock = RunLock(runs / "locked").acquire()  # a run some live process is training
     yield root
     lock.release()
+
+
+def _issue_32_fixtures(root: Path) -> None:
+    """A run with periodic checkpoints, an IQL critic run, a run with NaN weights, a run whose dataset file
+    changed since, a copied checkpoint, bad YAML files, a FIFO, bad datasets and malformed policy zips."""
+    import zipfile
+
+    import h5py
+
+    runs = root / "runs"
+    tiny = ["--out_dir", str(runs), "--no-progress"]
+    assert main(T + tiny + ["--run_name", "stepped", "--ckpt_every", "1", "--log_every", "1"]) == 0
+    assert main(IQ[:-2] + ["--out-dir", str(runs), "--run-name", "critic"]) == 0
+    shutil.copyfile(runs / "stepped" / "checkpoints" / "last.pt", root / "backup.pt")
+    shutil.copytree(runs / "good", runs / "nanrun")
+    ckpt = torch.load(runs / "nanrun" / "checkpoints" / "last.pt", weights_only=False)
+    next(v for v in ckpt["model"].values() if v.is_floating_point()).fill_(float("nan"))
+    torch.save(ckpt, runs / "nanrun" / "checkpoints" / "last.pt")
+
+    def trajs(obs_dim: int) -> bytes:
+        rng = np.random.default_rng(0)
+        return pickle.dumps([{"observations": rng.normal(size=(20, obs_dim)).astype(np.float32),
+                              "actions": rng.uniform(-1, 1, (20, 3)).astype(np.float32),
+                              "rewards": np.ones(20, np.float32), "terminals": np.eye(20, dtype=bool)[-1]}] * 2)
+
+    (root / "data" / "small.pkl").write_bytes(trajs(11))
+    assert main(T + tiny + ["--run_name", "filerun", "--dataset", str(root / "data" / "small.pkl")]) == 0
+    (root / "data" / "small.pkl").write_bytes(trajs(5))  # the run's dataset file, changed since
+    (root / "data" / "other.pkl").write_bytes(trajs(5))
+    os.mkfifo(root / "data" / "fifo.pkl")
+    with h5py.File(root / "data" / "rew2.hdf5", "w") as f:
+        for key, value in {"observations": np.zeros((20, 11)), "actions": np.zeros((20, 3)),
+                           "rewards": np.zeros((20, 2)), "terminals": np.eye(20, dtype=bool)[-1]}.items():
+            f[key] = value
+    cfg = root / "cfg"
+    (cfg / "bigseed.yaml").write_text(f"seed: {2**32}\n")
+    (cfg / "base-int.yaml").write_text("base: [quick, 5]\n")
+    (cfg / "base-map.yaml").write_text("base: {quick: 1}\n")
+    (cfg / "binary.yaml").write_bytes(bytes(range(256)))
+    (cfg / "dup.yaml").write_text("lr: 0.001\nsteps: 2\nlr: 0.002\n")
+    (cfg / "dup-option.yaml").write_text("model_options:\n  hidden_size: 16\n  hidden_size: 32\n")
+    (cfg / "two-spellings.yaml").write_text("hidden_size: 16\nmodel_options: {hidden_size: 32}\n")
+    (cfg / "ff0.yaml").write_text("model_options: {ff_dim: 0}\n")
+    for name, data in (("list.zip", b"[1, 2]"), ("binary.zip", bytes(range(256))), ("pcstr.zip", b'{"policy_class": "x"}')):
+        with zipfile.ZipFile(root / "pol" / name, "w") as zf:
+            zf.writestr("data", data)
 
 
 def snapshot(root: Path) -> dict[str, tuple]:
@@ -292,9 +446,16 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
+def fingerprint(run: Path) -> tuple[bytes, bytes, list[str]]:
+    """What a data-loss row must leave as it was: last.pt's bytes, the metrics, the checkpoint names."""
+    return ((run / "checkpoints" / "last.pt").read_bytes(), (run / "metrics.jsonl").read_bytes(),
+            sorted(p.name for p in (run / "checkpoints").iterdir()))
+
+
 @pytest.mark.parametrize("argv, fragment", _params())
 def test_bad_invocation(argv, fragment, work, monkeypatch, capsys):
     monkeypatch.chdir(work)
+    runs = {name: fingerprint(work / "runs" / name) for name in ("good", "stepped")}
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(work / "minari"))
     threads = torch.get_num_threads()
     before = snapshot(work)
@@ -309,3 +470,4 @@ def test_bad_invocation(argv, fragment, work, monkeypatch, capsys):
     assert "Traceback" not in err + out
     assert fragment in errors[0], errors[0]
     assert snapshot(work) == before, "the working folder changed"
+    assert runs == {name: fingerprint(work / "runs" / name) for name in runs}, "a run changed"

@@ -74,7 +74,7 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progres
     The run is the folder (or its checkpoints/last.pt): resuming from an older step_N.pt would rewind the run
     (rewrite last.pt, drop later metrics, orphan newer checkpoints), so any other file is refused."""
     path = runs.find_checkpoint(run_dir)
-    folder = path.parents[1]
+    folder = path.parent.parent if Path(run_dir).is_file() else Path(run_dir)
     if Path(run_dir).is_file() and not (path.name == runs.LAST and path.parent.name == paths.CKPT_DIR
                                         and paths.is_run_dir(folder)):
         raise DtdError(f"--resume {run_dir}: resume takes a run folder and continues from its "
@@ -92,7 +92,7 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progres
     cfg.check_ranges()
     if ckpt.info.step >= cfg.steps:
         raise DtdError(f"{run_dir}: already trained for {ckpt.info.step} of {cfg.steps} steps (pass --steps N to extend)")
-    return _run(cfg, ckpt, False, progress, run_dir=Path(run_dir) if Path(run_dir).is_dir() else folder)
+    return _run(cfg, ckpt, False, progress, run_dir=folder)
 
 
 # ---- the loop ---------------------------------------------------------------------------------
