@@ -225,6 +225,8 @@ ROWS_32: list[tuple[str, list[str], str]] = [
     ("eval-episodes-huge", E + ["--episodes", BIG], "needs at least"),
     ("eval-episodes-huge-max-steps-huge", E + ["--episodes", BIG, "--max-steps", BIG], "needs at least"),
     ("iql-batch-huge", IQ + ["--batch-size", BIG], "out of memory: an allocation of"),
+    ("train-eval-episodes-huge", T + ["--eval_episodes", BIG], "needs at least"),  # before training, not after
+    ("bench-eval-episodes-huge", B + ["--eval-episodes", BIG], "out of memory: an allocation of"),
     ("bench-batch-huge", B + ["--batch-sizes", BIG], "out of memory: an allocation of"),
     # --- seeds numpy cannot take
     ("train-seed-2-32", T + ["--seed", str(2**32)], "< 2**32"),
@@ -286,6 +288,8 @@ ROWS_32: list[tuple[str, list[str], str]] = [
     ("train-resume-critic", ["train", "--resume", "runs/critic", "--steps", "10"], "not a `dtd train` run"),
     ("train-critic-is-policy-run", T + ["--goal", "iql", "--critic", "runs/good"], "not an IQL critic"),
     # --- a run whose inputs changed
+    ("report-metrics-not-utf8", ["report", "runs/badmetrics", "--out", "rep"], "not a JSON line (UTF-8 text)"),
+    ("report-metrics-null-step", ["report", "runs/nullstep", "--out", "rep"], "without an integer step"),
     ("train-resume-dataset-changed", ["train", "--resume", "runs/filerun", "--steps", "4"], "states of size 5"),
     ("attention-other-state-size", A + ["--dataset", "data/other.pkl"], "states of size 5"),
     # --- messages that say what is wrong
@@ -400,6 +404,12 @@ def _issue_32_fixtures(root: Path) -> None:
     assert main(T + tiny + ["--run_name", "stepped", "--ckpt_every", "1", "--log_every", "1"]) == 0
     assert main(IQ[:-2] + ["--out-dir", str(runs), "--run-name", "critic"]) == 0
     shutil.copyfile(runs / "stepped" / "checkpoints" / "last.pt", root / "backup.pt")
+    for name, line in (("badmetrics", b"\xff\xfe not utf-8\n"),
+                       ("nullstep", b'{"step": null, "eval": {"3600": {"return_mean": 1.0}}}\n')):
+        shutil.copytree(runs / "good", runs / name)
+        (runs / name / "eval.json").write_text('{"targets": {"3600": {"return_mean": 1.0}}}')
+        with open(runs / name / "metrics.jsonl", "ab") as fh:
+            fh.write(line)
     shutil.copytree(runs / "good", runs / "nanrun")
     ckpt = torch.load(runs / "nanrun" / "checkpoints" / "last.pt", weights_only=False)
     next(v for v in ckpt["model"].values() if v.is_floating_point()).fill_(float("nan"))

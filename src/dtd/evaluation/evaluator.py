@@ -48,7 +48,10 @@ def evaluate(model, settings: EvalSettings) -> dict:
     check_targets(targets, goal_fn)
     max_steps = s.max_ep_len if s.max_steps is None else s.max_steps
     max_steps = min(max_steps, env_step_limit(s.env_id) or max_steps)  # no episode runs past its env's limit
-    check_rollout_memory(model, len(targets) * s.episodes, max(max_steps, s.context_len), s, goal_fn)
+    act_dim = int(getattr(getattr(model, "config", None), "act_dim", 0) or 0)
+    check_rollout_memory(len(targets) * s.episodes, max(max_steps, s.context_len),
+                         np.asarray(s.state_mean).size + act_dim + int(getattr(goal_fn, "goal_dim", 1)), s.device,
+                         s.batched, s.workers)
     plan = [(float(t), s.seed + i) for t in targets for i in range(s.episodes)]  # target k: plan[k*E : (k+1)*E]
     workers = min(s.workers, len(plan)) if s.batched else 1
     if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
@@ -101,18 +104,18 @@ def evaluate(model, settings: EvalSettings) -> dict:
 ENV_BYTES = 1 << 20  # a MuJoCo environment's memory, measured: about 1 MiB each (Hopper-v5)
 
 
-def check_rollout_memory(model, n: int, steps: int, s: EvalSettings, goal_fn: GoalFn) -> None:
+def check_rollout_memory(n: int, steps: int, width: int, device: str = "cpu", batched: bool = True,
+                         workers: int = 1) -> None:
     """Refuse, before making any environment, an evaluation this machine cannot hold: N environments (host
-    memory) and the batched engine's (N, T, state + action + goal) float32 history buffers (the model's
-    device); a lower bound, so an evaluation that fits is never refused."""
-    act_dim = int(getattr(getattr(model, "config", None), "act_dim", 0) or 0)
-    width = np.asarray(s.state_mean).size + act_dim + int(getattr(goal_fn, "goal_dim", 1))
-    buffers = 4 * n * steps * width if s.batched else 0
-    on_host = s.device == "cpu" or s.workers > 1
-    what, hint = f"evaluation ({n} episodes together, up to {steps} steps each)", "lower --episodes or --max-steps"
+    memory) and the batched engine's (N, T, width = state + action + goal) float32 history buffers (the
+    model's device); a lower bound, so an evaluation that fits is never refused."""
+    buffers = 4 * n * steps * width if batched else 0
+    on_host = device == "cpu" or workers > 1
+    what, hint = f"evaluation ({n} episodes together, up to {steps} steps each)", ("lower the episodes (--episodes, --eval_episodes) or the steps per episode "
+                                                    "(--max-steps, --eval_max_steps)")
     check_memory(n * ENV_BYTES + (buffers if on_host else 0), "cpu", what, hint)
     if not on_host:
-        check_memory(buffers, s.device, what, hint)
+        check_memory(buffers, device, what, hint)
 
 
 def evaluate_reference(model, settings: EvalSettings) -> dict:

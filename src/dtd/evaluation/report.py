@@ -80,22 +80,24 @@ def load_run_scores(run_dir: str | Path) -> RunScores:
         raise DtdError(f"{run}: not a dtd run folder (no config.yaml)")
     try:
         config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DtdError(f"{run / 'config.yaml'}: unreadable ({type(exc).__name__})") from None
     if not isinstance(config, dict):
         raise DtdError(f"{run / 'config.yaml'}: not a dtd config (a mapping of field: value)")
     curve, last = [], None
     if (run / METRICS_FILE).is_file():
-        for number, text in enumerate((run / METRICS_FILE).read_text().splitlines(), 1):
-            if not text.strip():
+        for number, raw in enumerate((run / METRICS_FILE).read_bytes().splitlines(), 1):
+            if not raw.strip():
                 continue
             try:
-                line = json.loads(text)
-            except ValueError:
-                raise DtdError(f"{run / METRICS_FILE}:{number}: not a JSON line") from None
+                line = json.loads(raw.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError too
+                raise DtdError(f"{run / METRICS_FILE}:{number}: not a JSON line (UTF-8 text)") from None
             if not isinstance(line, dict):
                 raise DtdError(f"{run / METRICS_FILE}:{number}: not a JSON object")
             if (result := _eval_results(line)) is not None:
+                if not isinstance(line.get("step"), int) or isinstance(line.get("step"), bool):
+                    raise DtdError(f"{run / METRICS_FILE}:{number}: an evaluation line without an integer step")
                 scores, _ = _scores(result, f"{run / METRICS_FILE}:{number}")
                 curve.append((int(line.get("step", 0)), max(scores.values())))
                 last = result

@@ -32,6 +32,8 @@ from dtd.device import check_memory, resolve_device
 from dtd.envs import check_env_compat
 from dtd.errors import DtdError
 from dtd.evaluation import EvalSettings, evaluate
+from dtd.evaluation.evaluator import check_rollout_memory
+from dtd.evaluation.settings import env_step_limit
 from dtd.models import build_model
 from dtd.runs import Checkpoint, RunInfo
 from dtd.training import ddp, rng
@@ -153,6 +155,10 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
         random.seed(cfg.seed + dist.rank)
         np.random.seed(cfg.seed + dist.rank)
         torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
+        if cfg.eval_episodes > 0 and dist.is_main:  # the evaluations too, before training (not at its end)
+            steps = min(cfg.eval_max_steps or cfg.max_ep_len, env_step_limit(cfg.env_id) or cfg.max_ep_len)
+            check_rollout_memory(max(1, len(cfg.eval_targets)) * cfg.eval_episodes, max(steps, cfg.context_len),
+                                 dataset.obs_dim + dataset.act_dim + goal_dim, device, workers=cfg.eval_workers)
         if ckpt is None:
             check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, goal_dim, device)
             model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
