@@ -105,3 +105,16 @@ def test_path_follower_looks_ahead_along_the_cell_path():
     assert target[0] > start[0]  # towards the bend, not through the wall at the goal
     near = goal + np.array([0.5, 0.0])
     np.testing.assert_allclose(follower.target(near, goal), goal)
+
+
+def test_walls_push_the_heading_away():
+    from dtd.data.maze import MazePlanner
+    from dtd.envs import make_maze_env
+
+    env = make_maze_env("AntMaze_UMaze-v5").unwrapped
+    follower = antmaze.PathFollower(MazePlanner(env.maze))
+    start = env.maze.cell_rowcol_to_xy(np.array([1, 1]))
+    goal = env.maze.cell_rowcol_to_xy(np.array([1, 3]))  # straight east along the top corridor
+    assert follower.direction(start, goal) == pytest.approx(0.0, abs=1e-9)  # centred: no push
+    near_north_wall = start + np.array([0.0, 1.2])  # 0.8 m from the wall above
+    assert follower.direction(near_north_wall, goal) < -0.1  # heads east and away (south)

@@ -13,10 +13,11 @@ world:
   the mirror image of the Ant (legs 1<->4 and 2<->3 swapped, hip angles negated), in which the right turn
   is a left one, and its actions are mirrored back;
 * the commanded direction adds feedback on the direction of the velocity, and the actions are scaled
-  by 0.85 (a calmer gait flips less).
+  by 0.75 (a calmer gait flips less).
 
 Waypoints come from a breadth-first search over the maze cells (dtd.data.maze.MazePlanner); the Ant
-heads for the point 2 m ahead along the centre line of its cell path. Episodes end at the goal
+heads for the point 2.5 m ahead along the centre line of its cell path, pushed away from walls it comes
+within 1.5 m of (its legs reach about 1 m, and an Ant against a wall stalls). Episodes end at the goal
 (terminated, reward 1), at a flip (the torso upside down; truncated, marked ``flipped`` in the infos: the
 policy cannot recover from one), or at the env's time limit (truncated).
 """
@@ -30,12 +31,14 @@ import numpy as np
 from dtd.errors import DtdError
 
 POLICY_OBS = 112  # the zoo PPO Ant: Ant-v5's 27 + 84 contact forces (zero: VecNormalize ignores them) + time
-LOOKAHEAD = 2.0  # m along the path's centre line
-ACTION_SCALE = 0.85
+LOOKAHEAD = 2.5  # m along the path's centre line
+ACTION_SCALE = 0.75
 FEEDBACK_GAIN = 0.5  # extra heading per radian of velocity-direction error
 FEEDBACK_LIMIT = np.pi / 4
 VELOCITY_EMA = 0.5  # the gait sways: the heading is that of a lightly smoothed velocity
 MIRROR_SWITCH = np.deg2rad(40.0)  # hysteresis on the heading error before the mirror flips
+WALL_MARGIN = 1.5  # m: walls closer than this push the heading away (the Ant's legs reach about 1 m)
+WALL_GAIN = 1.0
 FLIP_UP_Z = 0.0  # the torso's up axis pointing below the horizon = flipped
 
 
@@ -180,10 +183,29 @@ class SteeredAnt:
 
 
 class PathFollower:
-    """The point LOOKAHEAD metres ahead along the centre line of the BFS cell path to the goal."""
+    """The point LOOKAHEAD metres ahead along the centre line of the BFS cell path to the goal, and the
+    direction to head for: towards that point, pushed away from walls closer than WALL_MARGIN."""
 
     def __init__(self, planner) -> None:
         self.planner = planner
+        maze = planner.maze
+        half = maze.maze_size_scaling / 2
+        walls = np.argwhere(~planner.free)
+        centres = np.array([maze.cell_rowcol_to_xy(np.array(c)) for c in walls], dtype=np.float64).reshape(-1, 2)
+        self.wall_lo, self.wall_hi = centres - half, centres + half  # (W, 2) boxes
+
+    def direction(self, xy: np.ndarray, goal: np.ndarray) -> float:
+        xy = np.asarray(xy, dtype=np.float64)
+        to = self.target(xy, goal) - xy
+        to = to / max(float(np.linalg.norm(to)), 1e-9)
+        nearest = np.clip(xy, self.wall_lo, self.wall_hi)  # closest point of each wall box
+        away = xy - nearest
+        dist = np.linalg.norm(away, axis=1)
+        close = (dist < WALL_MARGIN) & (dist > 1e-9)
+        if close.any():
+            push = (away[close] / dist[close, None]) * ((WALL_MARGIN - dist[close]) / WALL_MARGIN)[:, None]
+            to = to + WALL_GAIN * push.sum(axis=0)
+        return float(np.arctan2(to[1], to[0]))
 
     def target(self, xy: np.ndarray, goal: np.ndarray) -> np.ndarray:
         xy, goal = np.asarray(xy, dtype=np.float64), np.asarray(goal, dtype=np.float64)
@@ -221,9 +243,7 @@ class AntDriver:
         self.steer.reset()
 
     def __call__(self, obs: dict) -> np.ndarray:
-        xy = np.asarray(obs["achieved_goal"], dtype=np.float64)
-        target = self.follower.target(xy, obs["desired_goal"])
-        theta = float(np.arctan2(target[1] - xy[1], target[0] - xy[0]))
+        theta = self.follower.direction(obs["achieved_goal"], obs["desired_goal"])
         action = self.steer(self.ant_env.data.qpos.copy(), self.ant_env.data.qvel.copy(), theta)
         if self.noise > 0:
             action = action + self.rng.normal(0.0, self.noise, size=action.shape)
