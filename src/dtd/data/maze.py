@@ -164,7 +164,7 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float | None = N
 def _description(robot: str, env_id: str, noise: float, steps: int, seed: int) -> str:
     if robot == "ant":
         how = ("the RL Zoo's PPO Ant (a forward runner) steered along BFS waypoints (2.5 m lookahead on the cell "
-               "path's centre line) by rotating and mirroring the world it is shown, actions x0.85; episodes end "
+               "path's centre line) by rotating and mirroring the world it is shown, actions x0.75; episodes end "
                "at the goal, at a flip (truncated, infos/flipped) or at the time limit")
     else:
         how = "BFS waypoints over the maze grid, PD control (kp 10, kd 1), goal resampled when reached"
