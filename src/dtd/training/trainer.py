@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dtd import goals, paths, runs
-from dtd.config import COMPILE_MODES, TrainConfig, save_yaml
+from dtd.config import COMPILE_MODES, TrainConfig, check_seed, save_yaml
 from dtd.data.loaders import load_dataset
 from dtd.data.sampler import SequenceSampler
 from dtd.device import check_memory, resolve_device
@@ -152,15 +152,17 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
             float(dataset.ref_min_score), float(dataset.ref_max_score))  # what evaluation normalises with
 
         # ---- seeds, model, optimiser ----
-        random.seed(cfg.seed + dist.rank)
-        np.random.seed(cfg.seed + dist.rank)
-        torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
-        if cfg.eval_episodes > 0 and dist.is_main:  # the evaluations too, before training (not at its end)
+        if cfg.eval_episodes > 0:  # sizes this machine cannot hold: refused now, not at the end of training
             steps = min(cfg.eval_max_steps or cfg.max_ep_len, env_step_limit(cfg.env_id) or cfg.max_ep_len)
             check_rollout_memory(max(1, len(cfg.eval_targets)) * cfg.eval_episodes, max(steps, cfg.context_len),
                                  dataset.obs_dim + dataset.act_dim + goal_dim, device, workers=cfg.eval_workers)
         if ckpt is None:
             check_training_memory(cfg, dataset.obs_dim, dataset.act_dim, goal_dim, device)
+        check_seed(cfg.seed + dist.rank, f"--seed + rank ({cfg.seed} + {dist.rank})")  # numpy's 32-bit seeds
+        random.seed(cfg.seed + dist.rank)
+        np.random.seed(cfg.seed + dist.rank)
+        torch.manual_seed(cfg.seed + dist.rank)  # DDP then copies rank 0's initial weights to every rank
+        if ckpt is None:
             model = build_model(cfg.model, dataset.obs_dim, dataset.act_dim, goal_dim, cfg.max_ep_len,
                                 cfg.context_len, **cfg.model_options)
         else:  # the model the run was started with, whatever today's defaults are
