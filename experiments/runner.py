@@ -57,31 +57,46 @@ def stale(job: Job, records: Path) -> bool:
 
 
 def _git(*a: str) -> str:
-    return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    try:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git on this machine
+        return ""
+
+
+# A copy of the tree without its git history (a cluster node, a GPU box given the files only) names the commit
+# it was copied from in DTD_COMMIT (and DTD_CODE, the last commit that changed src/; default DTD_COMMIT).
+FROM_ENV = ("DTD_COMMIT", "DTD_CODE")
 
 
 def commit() -> str:
     """The commit the code runs at (with '+dirty' when tracked files under src/ differ from it)."""
-    head = _git("rev-parse", "HEAD") or "unknown"
+    head = _git("rev-parse", "HEAD") or os.environ.get(FROM_ENV[0], "unknown")
     return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
 
 def code_commit() -> str:
     """The last commit that changed what a run trains (src/, presets included), '+dirty' if they differ from it: unlike
     HEAD it stays put while --commit-records adds record commits, so runs of the same code name one commit."""
-    last = _git("log", "-1", "--format=%H", "--", "src") or "unknown"
+    last = _git("log", "-1", "--format=%H", "--", "src") or os.environ.get(FROM_ENV[1], os.environ.get(FROM_ENV[0], "unknown"))
     return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
 
 def machine() -> str:
-    """The CPU and core count a run trained on: throughput in the records is only comparable per machine."""
+    """The CPU and core count (and GPU, where there is one: `dtd train` then trains on it) a run trained on:
+    throughput in the records is only comparable per machine."""
     from dtd.bench.common import cpu_model
 
     try:
         torch = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch = "?"
-    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch}"
+    try:
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        gpus = []
+    gpu = next((f", {g.strip()}" for g in gpus if g.strip()), "")
+    return f"{cpu_model()}, {os.cpu_count()} cores{gpu}, torch {torch}"
 
 
 def version() -> dict[str, str]:
