@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dtd.errors import DtdError
 
@@ -31,14 +31,15 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
 
 
-def write_atomic(path: str | Path, write) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """`write(tmp)` to a temporary file next to `path`, then rename: readers never see a half-written
     file, and a failed write leaves none behind. A failed write (a full disk: torch.save raises
     RuntimeError, not OSError) is one DtdError naming `path`."""
-    return write_all_atomic({Path(path): write})[Path(path)]
+    write_all_atomic({Path(path): write})
+    return Path(path)
 
 
-def write_all_atomic(writers: dict[Path, Any]) -> dict[Path, Path]:
+def write_all_atomic(writers: dict[Path, Callable[[Path], Any]]) -> None:
     """Several files as one: every `write(tmp)` first, then the renames, so a failure (a full disk)
     leaves none of them half-written and no temporary file behind."""
     tmps = {Path(path): temp_name(Path(path)) for path in writers}
@@ -47,27 +48,43 @@ def write_all_atomic(writers: dict[Path, Any]) -> dict[Path, Path]:
             try:
                 write(tmps[Path(path)])
             except (OSError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not _is_write_failure(exc):
+                    raise  # a bug (a failed trace, say), not the disk: keep its traceback
                 raise DtdError(f"{path}: could not write it ({write_error_reason(exc)})") from None
         for path, tmp in tmps.items():
             os.replace(tmp, path)
     finally:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
-    return {Path(p): Path(p) for p in writers}
+
+
+_WRITE_WORDS = ("write", "disk", "space", "file too large", "unexpected pos")  # torch's zip writer: "unexpected pos"
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """exc and the exceptions behind it (__cause__, __context__), each once."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop(0)
+        if cur is not None and all(cur is not seen for seen in out):
+            out.append(cur)
+            todo += [cur.__cause__, cur.__context__]
+    return out
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """A RuntimeError that a failed write caused (an OSError behind it, or a writer's own words for it)."""
+    return any(isinstance(e, OSError) for e in _exception_chain(exc)) or any(
+        word in str(exc).lower() for word in _WRITE_WORDS)
 
 
 def write_error_reason(exc: BaseException) -> str:
     """The OS's reason for a failed write, also when a library wrapped it in a RuntimeError (torch.save
     writing to a file object keeps the OSError as the RuntimeError's context)."""
-    seen, chain = set(), [exc]
-    while chain:
-        cur = chain.pop(0)
-        if cur is None or id(cur) in seen:
-            continue
-        seen.add(id(cur))
+    for cur in _exception_chain(exc):
         if isinstance(cur, OSError) and cur.strerror:
             return cur.strerror
-        chain += [cur.__cause__, cur.__context__]
     text = str(exc).strip()
     for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO):
         if os.strerror(code).lower() in text.lower():
