@@ -63,21 +63,26 @@ def _git(*a: str) -> str:
         return ""
 
 
-# A copy of the tree without its git history (a cluster node, a GPU box given the files only) names the commit
-# it was copied from in DTD_COMMIT (and DTD_CODE, the last commit that changed src/; default DTD_COMMIT).
+# A copy of the tree (a cluster node, a GPU box given the files only) names the commit it was copied from in
+# DTD_COMMIT (and DTD_CODE, the last commit that changed src/; default DTD_COMMIT); these win over git, whose
+# history there may be missing or another checkout's.
 FROM_ENV = ("DTD_COMMIT", "DTD_CODE")
 
 
 def commit() -> str:
     """The commit the code runs at (with '+dirty' when tracked files under src/ differ from it)."""
-    head = _git("rev-parse", "HEAD") or os.environ.get(FROM_ENV[0], "unknown")
+    if os.environ.get(FROM_ENV[0]):
+        return os.environ[FROM_ENV[0]]
+    head = _git("rev-parse", "HEAD") or "unknown"
     return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
 
 def code_commit() -> str:
     """The last commit that changed what a run trains (src/, presets included), '+dirty' if they differ from it: unlike
     HEAD it stays put while --commit-records adds record commits, so runs of the same code name one commit."""
-    last = _git("log", "-1", "--format=%H", "--", "src") or os.environ.get(FROM_ENV[1], os.environ.get(FROM_ENV[0], "unknown"))
+    if os.environ.get(FROM_ENV[0]):
+        return os.environ.get(FROM_ENV[1]) or os.environ[FROM_ENV[0]]
+    last = _git("log", "-1", "--format=%H", "--", "src") or "unknown"
     return last + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no", "--", "src") else "")
 
 
