@@ -215,6 +215,7 @@ ROWS: list[tuple[str, list[str], str]] = [
     ("iql-device-tpu", IQ + ["--device", "tpu"], "unknown device"),
 ]
 BIG = str(10**12)  # a size no machine holds
+HUGE = str(10**30)  # a size past the 64-bit integers numpy and torch use
 # issue #32: reliability, round two (every class of the issue; fixtures made in `work`)
 ROWS_32: list[tuple[str, list[str], str]] = [
     # --- sizes too large for the machine: one line saying how much memory it needs
@@ -224,7 +225,19 @@ ROWS_32: list[tuple[str, list[str], str]] = [
     ("train-context-and-ep-len-huge", T + ["--context_len", BIG, "--max_ep_len", BIG], "needs at least"),
     ("eval-episodes-huge", E + ["--episodes", BIG], "needs at least"),
     ("eval-episodes-huge-max-steps-huge", E + ["--episodes", BIG, "--max-steps", BIG], "needs at least"),
-    ("iql-batch-huge", IQ + ["--batch-size", BIG], "out of memory: an allocation of"),
+    ("iql-batch-huge", IQ + ["--batch-size", BIG], "needs at least"),
+    ("iql-n-layers-huge", IQ + ["--n-layers", BIG], "needs at least"),  # counted, not built: no 10**12 modules
+    ("iql-hidden-overflow", IQ + ["--hidden", HUGE], "too large to build"),
+    ("iql-batch-overflow", IQ + ["--batch-size", HUGE], "needs at least"),
+    ("train-n-layer-huge", T + ["--n_layer", BIG], "needs at least"),
+    ("train-join-layers-huge", T + ["--model", "dtd", "--n_head", "1", "--model_opts", f"n_join_layer={BIG}"],
+     "needs at least"),
+    ("train-max-ep-len-overflow", T + ["--max_ep_len", HUGE], "too large to build"),
+    ("train-hidden-overflow", T + ["--hidden_size", HUGE], "too large to build"),
+    ("train-threads-overflow", T + ["--threads", HUGE], "a size given is too large"),
+    ("eval-episodes-overflow", E + ["--episodes", HUGE], "needs at least"),
+    ("attention-windows-huge", A[:-2] + ["--windows", BIG], "needs at least"),
+    ("bench-batch-overflow", B + ["--batch-sizes", HUGE], "a size given is too large"),
     ("train-eval-episodes-huge", T + ["--eval_episodes", BIG], "needs at least"),  # before training, not after
     ("bench-eval-episodes-huge", B + ["--eval-episodes", BIG], "out of memory: an allocation of"),
     ("bench-batch-huge", B + ["--batch-sizes", BIG], "out of memory: an allocation of"),

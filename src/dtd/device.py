@@ -103,10 +103,20 @@ def check_memory(need: float, device: str, what: str, hint: str) -> None:
                        f"available; {hint}")
 
 
+# what numpy and torch say when a size does not fit their 64-bit (or 32-bit) integers
+_OVERFLOW_TEXTS = ("overflow when unpacking long", "maximum allowed dimension exceeded", "cannot fit 'int' into",
+                   "too many elements", "python int too large")
+
+
 def out_of_memory(exc: BaseException) -> str | None:
     """The one-line message for an allocator failure (MemoryError, numpy's or torch's out-of-memory
-    RuntimeError), with the size asked for when the message gives it; None for any other error."""
+    RuntimeError), with the size asked for when the message gives it, or for a size past the libraries'
+    integers; None for any other error."""
     text = str(exc)
+    if isinstance(exc, OverflowError) or (isinstance(exc, (TypeError, ValueError, RuntimeError))
+                                          and any(t in text.lower() for t in _OVERFLOW_TEXTS)):
+        return ("a size given is too large: it does not fit the 64-bit sizes numpy and torch use; lower the sizes "
+                "given (batch size, context length, hidden size, layers, episodes, threads)")
     if not isinstance(exc, MemoryError) and not (isinstance(exc, RuntimeError) and (
             "out of memory" in text.lower() or "can't allocate memory" in text
             or "not enough memory" in text)):

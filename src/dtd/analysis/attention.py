@@ -37,6 +37,7 @@ from dtd.errors import DtdError
 from dtd import goals
 from dtd.envs import make_env
 from dtd.config import check_seed
+from dtd.device import check_memory
 from dtd.paths import check_output_dir, check_output_file, make_dirs, remove_made, write_all_atomic, write_atomic
 from dtd.policy import Policy, goal_for_run
 from dtd.runs import RunInfo, check_dataset_fits, load_critic, load_run
@@ -294,6 +295,8 @@ def heatmap_figure(summaries: Sequence[dict[str, Any]], titles: Sequence[str] | 
     return fig
 
 
+WINDOW_BYTES = 9 * 8 + 8  # a window's 9 float64 scores and its length, kept until the summary
+
 OUTPUT_FILES = {"csv": "attention_scores.csv", "summary": "attention_summary.json", "heatmap": "attention_heatmap.png"}
 
 
@@ -336,6 +339,7 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
     if windows < 1:
         raise DtdError(f"attention: --windows must be >= 1, got {windows}")
     check_seed(seed, "attention: --seed")
+    check_memory(windows * WINDOW_BYTES, "cpu", f"attention ({windows} windows)", "lower --windows")
     if layer not in ("last", "mean"):
         raise DtdError(f"attention: --layer must be 'last' or 'mean', not {layer!r}")
     model, info = load_run(run_dir)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"dtd: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as exc:  # an allocator's failure: sizes too large for this machine
+    except (MemoryError, RuntimeError, OverflowError, TypeError, ValueError) as exc:  # sizes too large here
         from dtd.device import out_of_memory
 
         message = out_of_memory(exc)

@@ -7,6 +7,8 @@ return_attention=False) -> ModelOutput`` and the batched ``act(..., lengths) -> 
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from dtd.config import OptionText, check_model_options
 from dtd.errors import DtdError
 from dtd.model_configs import CONFIGS, BCConfig, DTConfig, DTdConfig
@@ -50,6 +52,28 @@ def build_model(
     return model_cls(config)
 
 
+LAYER_OPTIONS = ("n_layer", "n_join_layer", "n_layers")  # counts of identical layers: parameters grow linearly
+
+
+def count_parameters(build: Callable[..., Any], layers: dict[str, int]) -> int:
+    """The parameters `build(**layers)` would have, without building it: on torch's meta device (nothing is
+    allocated) at one and two of each layer count, extrapolated linearly, so 10**9 layers cost three small
+    builds instead of 10**9 Python modules. Sizes too large to build at all are one DtdError."""
+    import torch
+
+    def params(**counts: int) -> int:
+        try:
+            with torch.device("meta"):
+                return sum(p.numel() for p in build(**counts).parameters())
+        except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # sizes past int64, ...
+            raise DtdError(f"model: the sizes given are too large to build ({type(exc).__name__}: a tensor of "
+                           "these sizes cannot exist)") from None
+
+    one = {name: 1 for name in layers}
+    base = params(**one)
+    return base + sum((count - 1) * (params(**{**one, name: 2}) - base) for name, count in layers.items())
+
+
 def rebuild_model(name: str, stored: dict) -> SequenceModel:
     """A model from the config a checkpoint stored (``model_kwargs``). A field an older version did
     not store takes the value that version used (the config class's ``LEGACY``), not today's default."""
@@ -70,5 +94,6 @@ __all__ = [
     "ModelOutput",
     "SequenceModel",
     "build_model",
+    "count_parameters",
     "rebuild_model",
 ]

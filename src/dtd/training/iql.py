@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from dtd import paths, runs
 from dtd.config import IQLConfig, check_iql_config, save_yaml
 from dtd.data.loaders import load_dataset
-from dtd.device import activate, resolve_device
+from dtd.device import activate, check_memory, resolve_device
 from dtd.errors import DtdError
+from dtd.models import count_parameters
 from dtd.models.iql import IQL, IQLNetConfig, ValueCritic, expectile_loss
 from dtd.runs import Checkpoint, RunInfo
 
@@ -83,10 +84,11 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
     data["s"], data["s2"] = (data["s"] - mean) / std, (data["s2"] - mean) / std
     n = len(data["r"])
 
+    net_cfg = IQLNetConfig(dataset.obs_dim, dataset.act_dim, **cfg.model_options)
+    check_iql_memory(cfg, net_cfg, device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tensors = {k: torch.from_numpy(v).to(device) for k, v in data.items()}
-    net_cfg = IQLNetConfig(dataset.obs_dim, dataset.act_dim, **cfg.model_options)
     model = IQL(net_cfg).to(device)
     opts = {
         "value": torch.optim.Adam(model.value.parameters(), lr=cfg.lr),
@@ -105,6 +107,16 @@ def train_iql(cfg: IQLConfig, progress: bool = True, force: bool = False) -> Pat
     finally:
         lock.release()
     return run_dir
+
+
+def check_iql_memory(cfg: IQLConfig, net_cfg: IQLNetConfig, device: str) -> None:
+    """Refuse, before any work, sizes this machine cannot hold: the networks (counted without building them)
+    with gradients and Adam state, and one batch with its indices and one hidden activation (a lower bound)."""
+    params = count_parameters(lambda **layers: IQL(dataclasses.replace(net_cfg, **layers)),
+                              {"n_layers": net_cfg.n_layers})
+    batch = cfg.batch_size * (2 * net_cfg.state_dim + net_cfg.act_dim + 2 + net_cfg.hidden + 2)
+    check_memory(4 * (4 * params + batch), device, f"iql ({params:,} parameters, batch {cfg.batch_size})",
+                 "lower --batch-size, --hidden or --n-layers")
 
 
 def _train_loop(cfg: IQLConfig, run_dir: Path, model, opts: dict, tensors: dict, n: int, rng, dataset, mean, std,

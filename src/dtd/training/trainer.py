@@ -34,7 +34,7 @@ from dtd.errors import DtdError
 from dtd.evaluation import EvalSettings, evaluate
 from dtd.evaluation.evaluator import check_rollout_memory
 from dtd.evaluation.settings import env_step_limit
-from dtd.models import build_model
+from dtd.models import LAYER_OPTIONS, MODELS, build_model, count_parameters
 from dtd.runs import Checkpoint, RunInfo
 from dtd.training import ddp, rng
 from dtd.training.probe import probe_batch, shuffle_probe
@@ -341,16 +341,15 @@ def _kept(step: int, run_dir: Path) -> str:
 
 
 def check_training_memory(cfg: TrainConfig, obs_dim: int, act_dim: int, goal_dim: int, device: str) -> None:
-    """Refuse, before any work, sizes this machine cannot hold: the model (built on torch's meta device,
-    which allocates nothing) with its gradients and AdamW state, plus one batch and one (B, K, hidden)
+    """Refuse, before any work, sizes this machine cannot hold: the model's parameters (counted without building
+    it, dtd.models.count_parameters) with their gradients and AdamW state, plus one batch and one (B, K, hidden)
     activation; a lower bound, so a run that fits is never refused."""
-    import torch
-
-    with torch.device("meta"):
-        meta = build_model(cfg.model, obs_dim, act_dim, goal_dim, cfg.max_ep_len, cfg.context_len, **cfg.model_options)
-    params = sum(p.numel() for p in meta.parameters())
-    hidden = int(getattr(meta.config, "hidden_size", 1))
-    batch = cfg.batch_size * cfg.context_len * (obs_dim + act_dim + goal_dim + hidden)
+    config_cls, preset = MODELS[cfg.model][1:]
+    config = config_cls(state_dim=obs_dim, act_dim=act_dim, **{**preset, **cfg.model_options})
+    layers = {name: getattr(config, name) for name in LAYER_OPTIONS if hasattr(config, name)}
+    params = count_parameters(lambda **counts: build_model(cfg.model, obs_dim, act_dim, goal_dim, cfg.max_ep_len,
+                                                           cfg.context_len, **{**cfg.model_options, **counts}), layers)
+    batch = cfg.batch_size * cfg.context_len * (obs_dim + act_dim + goal_dim + int(getattr(config, "hidden_size", 1)))
     check_memory(4 * (4 * params + batch), device, f"training {cfg.model} ({params:,} parameters, batch "
                  f"{cfg.batch_size} x {cfg.context_len})", "lower --batch_size, --context_len, --hidden_size, "
                  "--max_ep_len or the other model sizes")
