@@ -198,6 +198,8 @@ def check_goal_targets(targets: Any, scale: float, what: str) -> None:
         if not math.isfinite(target) or abs(target / scale) > FLOAT32_MAX:
             raise DtdError(f"{what}: target return {target:g} is not finite at reward scale {scale:g} (its goal token "
                            f"target / scale must be a finite float32)")
+
+
 RANGES = {"context_len": _GE1, "max_ep_len": _GE1, "reward_scale": _GT0, "waypoint": _GE1,
           "pct_traj": ("in (0, 1]", lambda v: 0 < v <= 1), "batch_size": _GE1, "lr": _GT0, "weight_decay": _GE0,
           "warmup_steps": _GE0, "steps": _GE1, "max_minutes": _GE0, "grad_clip": _GE0, "waypoint_weight": _GE0,
@@ -472,13 +474,13 @@ def resolve_preset(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    if path.exists():
-        kind = "a folder" if path.is_dir() else "not a regular file"
-        raise DtdError(f"--config {name_or_path}: is {kind}; give a YAML file or a preset name")
     for root in (Path.cwd() / "configs", PRESETS_DIR):
         candidate = root / f"{name_or_path.removesuffix('.yaml')}.yaml"
         if candidate.is_file():
             return candidate
+    if path.exists():  # a folder, a FIFO: say so, not "no such file"
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise DtdError(f"--config {name_or_path}: is {kind}; give a YAML file or a preset name")
     raise DtdError(f"--config {name_or_path}: no such file, and no preset of that name in {PRESETS_DIR} "
                    "(see dtd/presets/README.md)")
 
@@ -495,12 +497,12 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML config with its `base:` chain merged in, every field checked; DtdError names file and field."""
     import yaml
 
-    _UniqueKeyLoader = _unique_key_loader()
+    loader = _unique_key_loader()
     path = path.resolve()
     if path in _seen:
         raise DtdError(f"{path}: circular 'base:' chain")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
     except UnicodeDecodeError:
         raise DtdError(f"{path}: not a YAML config (not UTF-8 text)") from None
     except OSError as exc:

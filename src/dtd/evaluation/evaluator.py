@@ -111,8 +111,8 @@ def check_rollout_memory(n: int, steps: int, width: int, device: str = "cpu", ba
     model's device); a lower bound, so an evaluation that fits is never refused."""
     buffers = 4 * n * steps * width if batched else 0
     on_host = device == "cpu" or workers > 1
-    what, hint = f"evaluation ({n} episodes together, up to {steps} steps each)", ("lower the episodes (--episodes, --eval_episodes) or the steps per episode "
-                                                    "(--max-steps, --eval_max_steps)")
+    what = f"evaluation ({n} episodes together, up to {steps} steps each)"
+    hint = "lower the episodes (--episodes, --eval_episodes) or the steps per episode (--max-steps, --eval_max_steps)"
     check_memory(n * ENV_BYTES + (buffers if on_host else 0), "cpu", what, hint)
     if not on_host:
         check_memory(buffers, device, what, hint)
