@@ -206,19 +206,25 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
             save_yaml(cfg, run_dir / paths.CONFIG_FILE)
         result = TrainResult(run_dir, start, is_main=dist.is_main)
 
+        saved = [start]  # the step of the newest checkpoint on disk (0: none yet)
+
+        def stop_if_diverged(step: int) -> None:
+            """Weights with NaN or inf are neither evaluated nor saved: the last finite checkpoint stays."""
+            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise DtdError(f"training stopped: the weights became NaN or inf at step {step} (try a lower --lr); "
+                               + _kept(saved[0], run_dir))
+
         def evaluate_now(step: int) -> None:
+            if cfg.eval_episodes > 0:
+                stop_if_diverged(step)
             if cfg.eval_episodes > 0 and dist.is_main:
                 out = _evaluate(model, cfg, state_mean, state_std, ref_scores, goal_fn, device, progress)
                 result.evals[step] = out
                 log.eval(step, out)
             ddp.barrier(dist)
 
-        saved = [start]  # the step of the newest checkpoint on disk (0: none yet)
-
         def save(step: int) -> None:
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):  # keep the last finite one
-                raise DtdError(f"training stopped: the weights became NaN or inf at step {step} (try a lower --lr); "
-                               + _kept(saved[0], run_dir))
+            stop_if_diverged(step)
             states = ddp.gather_objects(rng.get_rng_state(sampler), dist)
             if not dist.is_main:
                 return
