@@ -60,6 +60,14 @@ def test_full_disk_train_is_one_line_and_leaves_nothing(tmp_path):
     assert temp_files(tmp_path) == []
 
 
+def test_full_disk_iql_is_one_line_and_leaves_nothing(tmp_path):
+    r = run_full(tmp_path, 8_000, ["iql", "train", "embedded:hopper", "--steps", "2", "--batch-size", "8", "--hidden",
+                                   "8", "--n-layers", "2", "--log-every", "1", "--ckpt-every", "0", "--out-dir", "iql",
+                                   "--run-name", "c"])
+    assert "iql/c/checkpoints/last.pt: could not write it (File too large)" in one_error(r)
+    assert sorted(tmp_path.iterdir()) == []  # IQL keeps no unfinished run
+
+
 def test_full_disk_resume_keeps_the_run(tmp_path):
     assert main(TINY + ["--out_dir", str(tmp_path / "runs"), "--run_name", "r"]) == 0
     run = tmp_path / "runs" / "r"
