@@ -109,3 +109,46 @@ def test_dt_and_dtd_train_with_iql_goal(tmp_path):
     with pytest.raises(DtdError, match="critic"):
         train(load_config(None, dict(dataset=str(data), goal="iql", steps=1, out_dir=str(tmp_path / "runs"))),
               progress=False)
+
+
+def test_policy_commands_on_maze_and_iql_goal_runs(tmp_path, capsys):
+    """dtd eval (also at a maze's fixed start and goal), export, attention and Policy on a maze-goal run and an
+    IQL-goal run: each goal's token is rebuilt from the run record alone."""
+    import dtd
+    from dtd.cli import main
+    from dtd.config import load_config
+    from dtd.data.maze import collect_maze
+    from dtd.envs import make_env
+    from dtd.training.trainer import train
+
+    data = collect_maze("umaze", 300, seed=0, out=tmp_path / "umaze", progress=False)
+    critic = train_iql(IQLConfig(dataset=str(data), steps=5, batch_size=16, model_options={"hidden": 16},
+                                 out_dir=str(tmp_path), run_name="iql"), progress=False)
+    small = dict(dataset=str(data), steps=2, batch_size=4, context_len=4, n_layer=1, warmup_steps=1, eval_episodes=0,
+                 eval_untrained=False, out_dir=str(tmp_path / "runs"))
+    runs = {"maze": train(load_config("maze/pointmaze-umaze-dtd-b1", dict(small, run_name="maze")), progress=False),
+            "iql": train(load_config(None, dict(small, model="dtd", goal="iql", critic=str(critic), reward_scale=1.0,
+                                                eval_targets=[1.0], run_name="iql-goal")), progress=False)}
+    for name, result in runs.items():
+        run = str(result.run_dir)
+        assert main(["eval", run, "--episodes", "2", "--max-steps", "5", "--device", "cpu"]) == 0
+        assert main(["export", run, "--format", "torchscript", "--out", str(tmp_path / f"{name}.pt")]) == 0
+        assert main(["attention", run, "--windows", "4", "--out", str(tmp_path / f"att-{name}")]) == 0
+        assert (tmp_path / f"att-{name}" / "attention_summary.json").is_file()
+        policy, env = dtd.Policy.load(run), make_env("PointMaze_UMaze-v3")
+        obs, _ = env.reset(seed=0)
+        action = policy.act(obs, 0.0)
+        assert action.shape == env.action_space.shape and np.isfinite(action).all()
+    maze = str(runs["maze"].run_dir)
+    assert main(["eval", maze, "--fixed-goal", "--episodes", "2", "--max-steps", "5", "--device", "cpu"]) == 0
+    fixed = json.loads((runs["maze"].run_dir / "eval-last-dtd_PointMaze_UMaze_D4RL-v3.json").read_text())
+    assert fixed["env_id"] == "dtd/PointMaze_UMaze_D4RL-v3" and fixed["episodes"] == 2
+    env = make_env(fixed["env_id"])
+    grid = env.unwrapped.maze
+    for seed in range(3):  # every episode: start in the top arm, goal in the bottom one (cells [1,1] -> [3,1])
+        obs, _ = env.reset(seed=seed)
+        assert grid.cell_xy_to_rowcol(obs[:2]).tolist() == [1, 1]
+        assert grid.cell_xy_to_rowcol(obs[-2:]).tolist() == [3, 1]
+    capsys.readouterr()
+    assert main(["eval", maze, "--env", "Hopper-v5"]) == 2
+    assert "do not match" in capsys.readouterr().err

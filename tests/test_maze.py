@@ -114,7 +114,7 @@ def test_maze_and_iql_presets_load():
 
     names = [p.relative_to(PRESETS_DIR).with_suffix("").as_posix()
              for sub in ("maze", "iql") for p in sorted((PRESETS_DIR / sub).glob("*.yaml")) if p.stem != "base"]
-    assert len(names) == 18 + 4
+    assert len(names) == 18 + 6
     for name in names:
         cfg = load_config(name)
         assert cfg.goal in ("rtg", "maze", "iql") and cfg.env_id

@@ -75,12 +75,35 @@ def is_maze_env(env_id: str | None) -> bool:
     return bool(env_id) and ("PointMaze_" in env_id or "AntMaze_" in env_id)
 
 
+# D4RL's evaluation mazes: one start cell ('r') and one goal cell ('g'), the goal the far end of the maze (its
+# antmaze test maps); Gymnasium-Robotics samples both from every free cell. Registered as dtd/<id>_D4RL-vN.
+FIXED_CELLS = {"UMaze": ((1, 1), (3, 1)), "Medium": ((1, 1), (6, 6))}
+
+
+def fixed_goal_id(env_id: str) -> str:
+    """The D4RL-style fixed start and goal variant of a maze id, e.g. AntMaze_UMaze-v5 -> dtd/AntMaze_UMaze_D4RL-v5."""
+    name, _, version = env_id.rpartition("-")
+    if not is_maze_env(env_id) or name.split("_")[-1] not in FIXED_CELLS or env_id.startswith("dtd/"):
+        raise DtdError(f"{env_id}: no fixed start and goal variant (mazes: {', '.join(FIXED_CELLS)})")
+    return f"dtd/{name}_D4RL-{version}"
+
+
 def register_mazes() -> None:
-    """Register gymnasium-robotics' envs (the mazes) with Gymnasium."""
+    """Register gymnasium-robotics' envs (the mazes) with Gymnasium, and dtd's fixed start/goal variants."""
     import gymnasium as gym
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)
+    for robot in ROBOTS.values():
+        for layout, (start, goal) in FIXED_CELLS.items():
+            base = gym.spec(robot.format(layout))
+            fixed = fixed_goal_id(base.id)
+            if fixed in gym.registry:
+                continue
+            maze = [list(row) for row in base.kwargs["maze_map"]]
+            maze[start[0]][start[1]], maze[goal[0]][goal[1]] = "r", "g"
+            gym.register(fixed, entry_point=base.entry_point, max_episode_steps=base.max_episode_steps,
+                         kwargs={**base.kwargs, "maze_map": maze})
 
 
 def make_maze_env(env_id: str, episodic: bool = True, **kwargs):
@@ -91,7 +114,7 @@ def make_maze_env(env_id: str, episodic: bool = True, **kwargs):
     register_mazes()
     if not is_maze_env(env_id):
         raise DtdError(f"maze: {env_id!r} is not a PointMaze/AntMaze id")
-    if env_id.startswith("AntMaze_"):
+    if "AntMaze_" in env_id:
         kwargs.setdefault("include_cfrc_ext_in_observation", False)  # D4RL's 29-dim ant state
     try:
         return gym.make(env_id, reward_type="sparse", continuing_task=not episodic,
@@ -114,7 +137,7 @@ def make_maze_eval_env(env_id: str, **kwargs):
     import gymnasium as gym
 
     env = make_maze_env(env_id, episodic=True, **kwargs)
-    ant = env_id.startswith("AntMaze_")
+    ant = "AntMaze_" in env_id
     dim = sum(env.observation_space[k].shape[0] for k in ("observation", "desired_goal")) + 2 * ant
     space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
     return gym.wrappers.TransformObservation(env, lambda obs: flatten_maze_obs(obs, ant), space)

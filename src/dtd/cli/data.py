@@ -86,10 +86,13 @@ def describe(ds) -> list[str]:
         f"return:       mean {returns.mean():.1f}, min {returns.min():.1f}, max {returns.max():.1f}",
     ]
     if getattr(ds, "maze_layout", False):  # maze data: sparse reward 1 at the goal
-        success = np.mean([bool(ep.terminals.any() or ep.rewards.sum() > 0) for ep in ds.episodes])
-        flips = [bool(ep.infos["flipped"].any()) for ep in ds.episodes if "flipped" in ep.infos]
-        lines.append(f"success:      {100 * success:.1f}% of episodes reach their goal"
-                     + (f"; {100 * np.mean(flips):.1f}% end in a flip" if flips else ""))
+        if any(ep.terminals.any() for ep in ds.episodes):  # an episode ends at its goal
+            success = np.mean([bool(ep.terminals.any()) for ep in ds.episodes])
+            flips = [bool(ep.infos["flipped"].any()) for ep in ds.episodes if "flipped" in ep.infos]
+            lines.append(f"success:      {100 * success:.1f}% of episodes reach their goal"
+                         + (f"; {100 * np.mean(flips):.1f}% end in a flip" if flips else ""))
+        else:  # a continuing task: a new goal whenever one is reached (reward 1 at each)
+            lines.append(f"goals:        {returns.mean():.1f} reached per episode (a new goal each time)")
     ref = ds.reference_scores()
     if ref is None:
         lines.append("normalized:   n/a (no reference scores for this env)")

@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPU processes sharing the episodes (forked; same returns); 2 on a 2-core machine "
                         "runs model calls and MuJoCo steps side by side (default: the run's eval_workers, else 1)")
     p.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N | mps")
+    p.add_argument("--env", default=None,
+                   help="evaluate in another environment with the run's spaces (default: the run's); --fixed-goal "
+                        "is the maze's D4RL-style fixed start and goal. The result goes to eval-<checkpoint>-<env>.json")
+    p.add_argument("--fixed-goal", action="store_true",
+                   help="mazes: start in one arm, goal at the far end (dtd/<maze id>_D4RL), not the env's random cells")
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("report", help="table and learning curves over runs and seeds",
@@ -65,17 +70,36 @@ def run_eval(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     device = resolve_device(args.device)
     folder = run if run.is_dir() else path.parents[1] if path.parent.name == CKPT_DIR else path.parent
-    out = check_output_file(folder / f"eval-{name}.json", "eval result")
     model, info = load_run(path)  # read on the CPU: a checkpoint saved on a GPU loads anywhere
+    env_id = other_env(args, info, model)
+    suffix = "" if env_id is None else "-" + env_id.replace("/", "_")
+    out = check_output_file(folder / f"eval-{name}{suffix}.json", "eval result")
     workers = args.workers if args.workers is not None else info.config.eval_workers
     result = evaluate_run(model.to(device), info, device, episodes=args.episodes, targets=args.targets,
-                          seed=args.seed, max_steps=args.max_steps, vector=args.vector,
+                          seed=args.seed, max_steps=args.max_steps, vector=args.vector, env_id=env_id,
                           workers=workers if device == "cpu" else 1)  # fmt: skip
     result.update(checkpoint=name, step=info.step)
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     print(f"checkpoint {name} (step {result['step']}); wrote {out}")
     return 0
+
+
+def other_env(args: argparse.Namespace, info, model) -> str | None:
+    """The environment --env / --fixed-goal ask for (None: the run's own), checked against the run's spaces."""
+    from types import SimpleNamespace
+
+    from dtd.envs import check_env_compat, fixed_goal_id
+    from dtd.errors import DtdError
+
+    if args.fixed_goal and args.env:
+        raise DtdError("--env and --fixed-goal both name the environment; give one")
+    env_id = fixed_goal_id(info.env_id or "") if args.fixed_goal else args.env
+    if env_id is not None:
+        dims = SimpleNamespace(name=str(args.run_dir), obs_dim=int(info.state_mean.size),
+                               act_dim=int(model.config.act_dim))
+        check_env_compat(dims, env_id)
+    return env_id
 
 
 def format_table(result: dict) -> str:

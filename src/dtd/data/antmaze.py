@@ -231,11 +231,9 @@ class PathFollower:
 class AntDriver:
     """Drives the maze's Ant from its start to its goal: path target, steered policy, Gaussian noise."""
 
-    def __init__(self, env, policy_path: str | Path, noise: float, seed: int) -> None:
-        from dtd.data.maze import MazePlanner
-
+    def __init__(self, env, planner, policy_path: str | Path, noise: float, seed: int) -> None:
         self.ant_env = env.unwrapped.ant_env
-        self.follower = PathFollower(MazePlanner(env.unwrapped.maze))
+        self.follower = PathFollower(planner)  # planner: dtd.data.maze.MazePlanner of env's maze
         self.steer = SteeredAnt(policy_path, self.ant_env.model, seed=seed)
         self.noise, self.rng = noise, np.random.default_rng(seed)
 

@@ -123,7 +123,7 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float | None = N
     if robot == "ant":
         from dtd.data.antmaze import AntDriver
 
-        driver = AntDriver(env, policy, noise, seed)
+        driver = AntDriver(env, MazePlanner(env.unwrapped.maze), policy, noise, seed)
     else:
         driver = WaypointController(MazePlanner(env.unwrapped.maze), noise=noise, seed=seed)
     buffers, ep = [], None
