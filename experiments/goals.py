@@ -141,6 +141,37 @@ def critic_step(dataset: str):
     return step
 
 
+FIXED_MAZES = tuple(m for m in MAZES if m.startswith("ant"))  # PointMaze's runs trained on a GPU box, unkept
+
+
+def fixed_name(run: str) -> str:
+    return f"{run}-fixed"
+
+
+def fixed_step(run: str):
+    """The final checkpoint of a maze run at the D4RL-style fixed start and goal (`dtd eval RUN --fixed-goal`):
+    20 episodes, the run's other settings; needs the checkpoint on this machine."""
+
+    def step(runs: Path, out: Path) -> list[str]:
+        import torch
+
+        from dtd.envs import fixed_goal_id
+        from dtd.evaluation import evaluate_run
+        from dtd.runs import load_run
+
+        torch.set_num_threads(1)
+        ckpt = runs / run / "checkpoints" / "last.pt"
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{ckpt}: not on this machine; remove the run's record to retrain it")
+        model, info = load_run(ckpt)
+        result = evaluate_run(model, info, "cpu", env_id=fixed_goal_id(info.env_id), episodes=EPISODES, progress=False)
+        result.update(checkpoint="last", step=info.step)
+        (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        return [f"dtd eval runs/{runs.name}/{run} --fixed-goal --episodes {EPISODES} --device cpu"]
+
+    return step
+
+
 def jobs() -> list[Job]:
     """Every job once, in run order (the docstring says why)."""
     steps = [Job(f"data-{m}", (), {"group": "data", "dataset": m}, step=dataset_step(m)) for m in MAZES]
@@ -153,7 +184,11 @@ def jobs() -> list[Job]:
                 args = ("--config", f"maze/{maze}-{preset}", "--dataset", str(maze_data(maze)),
                         *maze_args(model, opts), "--seed", str(seed))
                 tags = {"group": "maze", "dataset": maze, "model": cell, "seed": str(seed)}
-                runs.append(Job(f"{maze}-{cell}-s{seed}", args, tags, needs=(f"data-{maze}",)))
+                name = f"{maze}-{cell}-s{seed}"
+                runs.append(Job(name, args, tags, needs=(f"data-{maze}",)))
+                if maze in FIXED_MAZES:  # right after its run, while the checkpoint is here
+                    runs.append(Job(fixed_name(name), (), {**tags, "group": "maze-fixed"}, step=fixed_step(name),
+                                    needs=(name,)))
         for dataset in IQL_DATASETS:
             for model in IQL_MODELS:
                 args = ("--config", f"iql/{dataset}-{'dt' if model == 'dt-small' else model}",
