@@ -14,7 +14,7 @@ import sys
 from dtd.errors import DtdError
 
 # module names under dtd.cli, in the order they appear in --help
-COMMAND_MODULES = ["data", "train", "evaluate", "iql", "attention", "bench", "export"]
+COMMAND_MODULES = ["data", "train", "evaluate", "iql", "attention", "bench", "export", "sweep"]
 
 
 class _Parser(argparse.ArgumentParser):
