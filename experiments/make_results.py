@@ -479,7 +479,8 @@ def plot_ablation(rec: Records, path: Path) -> bool:
     return plot_series(series, f"DTd ablation, {label(d)}", rec.datasets.get(d, {}).get("mean_normalized"), path)
 
 
-def plot_series(series: dict[str, list[Run]], title: str, mean: float | None, path: Path) -> bool:
+def plot_series(series: dict[str, list[Run]], title: str, mean: float | None, path: Path,
+                ylabel: str = "D4RL normalized score (best target)") -> bool:
     """One line per series (mean over its seeds, ±std band, seeds as dots); False, and no file, if none has a curve."""
     import matplotlib.pyplot as plt
 
@@ -502,7 +503,7 @@ def plot_series(series: dict[str, list[Run]], title: str, mean: float | None, pa
     if mean is not None:
         ax.axhline(mean, color="gray", ls="--", lw=1, label="dataset mean")
     ax.set_xlabel("training samples seen (thousands)")
-    ax.set_ylabel("D4RL normalized score (best target)")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"{title}: mean ± std over seeds, dots = seeds")
     ax.grid(alpha=0.3)
     if drawn:
@@ -525,16 +526,18 @@ def plot_attention(rec: Records, path: Path) -> None:
 # ---- RESULTS.md ----------------------------------------------------------------------------------
 
 
-def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool = True) -> dict[str, str]:
+def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool = True,
+          goal_records: Path | None = None) -> dict[str, str]:
     """Every block of RESULTS.md, name -> text (figures linked relative to `base`); with `draw`, the figures."""
     rec = load_records(records)
-    curve_figs = {d: figures / f"curve_{d}.png" for d in study.DATASETS if any(
-        r.curve for m in study.MODELS for r in rec.cell("main", d, m))}
-    has_ablation = any(r.curve for v, runs in ablation_runs(rec).items() if v != "default" for r in runs)
     if draw:
         import matplotlib
 
         matplotlib.use("Agg")
+    curve_figs = {d: figures / f"curve_{d}.png" for d in study.DATASETS if any(
+        r.curve for m in study.MODELS for r in rec.cell("main", d, m))}
+    has_ablation = any(r.curve for v, runs in ablation_runs(rec).items() if v != "default" for r in runs)
+    if draw:
         for d, path in curve_figs.items():
             plot_curve(rec, d, path)
         if has_ablation:
@@ -555,6 +558,10 @@ def build(records: Path, diagnosis: Path, figures: Path, base: Path, draw: bool 
     blocks.update(make_diagnosis.tables(diag, diagnosis))
     if draw and diag:
         make_diagnosis.plot(diag, figures / "diagnosis.png")
+    if goal_records is not None and goal_records.is_dir():
+        import make_goals  # the goal-conditioned sections (experiments/goals.py's records)
+
+        blocks.update(make_goals.blocks(goal_records, rec, figures, base, draw))
     return blocks
 
 
@@ -572,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", default=str(ROOT / "results" / "study"), help="the study's records")
     parser.add_argument("--diagnosis", default=str(ROOT / "results" / "diagnosis"), help="the diagnosis records")
+    parser.add_argument("--goals", default=str(ROOT / "results" / "goals"), help="experiments/goals.py's records")
     parser.add_argument("--results", default=str(ROOT / "RESULTS.md"), help="the markdown file whose blocks are filled")
     parser.add_argument("--figures", default=str(ROOT / "docs" / "results"), help="where the figures go")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if RESULTS.md would change")
@@ -579,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     old = results.read_text()
     blocks = build(Path(args.records), Path(args.diagnosis), Path(args.figures).resolve(), results.resolve().parent,
-                   draw=not args.check)
+                   draw=not args.check, goal_records=Path(args.goals))
     new = fill(old, blocks)
     if args.check:
         print("RESULTS.md is up to date" if new == old else "RESULTS.md differs from what the records give")

@@ -95,10 +95,10 @@ def grid(tmp_path):
     return rec
 
 
-def _make(tmp_path, records, *extra) -> subprocess.CompletedProcess:
+def _make(tmp_path, records, *extra, goals: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "experiments" / "make_results.py"), "--records", str(records),
            "--diagnosis", str(tmp_path / "no-diagnosis"), "--results", str(tmp_path / "RESULTS.md"),
-           "--figures", str(tmp_path / "figures"), *extra]
+           "--figures", str(tmp_path / "figures"), "--goals", str(goals or tmp_path / "no-goals"), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
 
 
@@ -477,3 +477,50 @@ def test_study_attention_step_summarises_both_runs(tiny_runs, tmp_path, monkeypa
     assert len(cmds) == 2 and {p.name for p in out.iterdir()} == {"dt-small.json", "dtd.json"}
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         study.attention_step(tmp_path / "missing", out)
+
+
+GOAL_BLOCKS = ("goals_data", "goals_maze", "goals_fixed", "goals_maze_curves", "goals_iql", "goals_critics",
+               "goals_compute", "goals_seeds")
+
+
+def test_goal_sections_from_hand_made_records(tmp_path, grid):
+    """experiments/goals.py's records: maze runs scored by success x100 (last / best), the fixed start/goal
+    step, the datasets' ends, an IQL-goal run beside the study's return-to-go runs, Welch on seeds."""
+    goals = tmp_path / "goals"
+    for seed, (dtd, dt) in enumerate(((80.0, 40.0), (90.0, 50.0), (100.0, 45.0))):
+        for model, last in (("dtd-b1", dtd), ("dt", dt)):
+            name = f"antmaze-umaze-{model}-s{seed}"
+            _record(goals, name, {"group": "maze", "dataset": "antmaze-umaze", "model": model, "seed": str(seed)},
+                    {500: {"1": last / 2}, 4000: {"1": last}})
+            (goals / f"{name}-fixed").mkdir()
+            (goals / f"{name}-fixed" / "eval.json").write_text(json.dumps({"targets": {"1": {"normalized_mean": last - 10}}}))
+            (goals / f"{name}-fixed" / "record.json").write_text(json.dumps({"name": f"{name}-fixed", "tags": {
+                "group": "maze-fixed", "dataset": "antmaze-umaze", "model": model, "seed": str(seed)}, "commit": HEAD}))
+    _record(goals, "hopper-medium-dtd-iql-s0", {"group": "iql", "dataset": "hopper-medium", "model": "dtd", "seed": "0"},
+            {500: {"1": 20.0}, 1000: {"1": 70.0}})
+    data = goals / "data-antmaze-umaze"
+    data.mkdir()
+    (data / "dataset.json").write_text(json.dumps({"episodes": 100, "transitions": 50_000, "mean_length": 500.0,
+                                                   "ends": {"goal": 60, "flip": 15, "time": 25},
+                                                   "collect": {"steps_per_second": 1234.5}}))
+    (data / "info.txt").write_text("return:       mean 0.6, min 0.0, max 1.0\n")
+    (data / "record.json").write_text(json.dumps({"name": data.name, "tags": {"group": "data", "dataset":
+                                                  "antmaze-umaze"}, "commit": HEAD}))
+    results = tmp_path / "RESULTS.md"
+    results.write_text("".join(f"<!-- BEGIN {b} -->\nstale\n<!-- END {b} -->\n" for b in (*BLOCKS, *GOAL_BLOCKS)))
+    assert _make(tmp_path, grid, goals=goals).returncode == 0
+    text = results.read_text()
+    assert "stale" not in text
+    row = _row(text.split("<!-- BEGIN goals_maze -->")[1], "AntMaze umaze")
+    assert row[1:3] == ["90.0 ± 8.2", "90.0 ± 8.2"] and row[7:9] == ["45.0 ± 4.1", "45.0 ± 4.1"]
+    w = scipy.stats.ttest_ind([80, 90, 100], [40, 50, 45], equal_var=False)
+    assert row[9].startswith("+45.0 [") and f"p {w.pvalue:.2f}: differ" in row[9]
+    assert "| AntMaze umaze | 100 | 50,000 | 500 | 60% at the goal, 15% in a flip, 25% at the time limit | 1,234 steps/s |" in text
+    fixed = text.split("<!-- BEGIN goals_fixed -->")[1]
+    assert _row(fixed, "AntMaze umaze")[1] == "80.0 ± 8.2" and _row(fixed, "AntMaze umaze")[4] == "35.0 ± 4.1"
+    iql = _row(text.split("<!-- BEGIN goals_iql -->")[1], "hopper medium")
+    assert iql[1] == "70.0 (n=1)" and iql[2] == "50.0 ± 8.2"  # the study's DTd runs of the grid fixture (last)
+    assert (tmp_path / "figures" / "curve_antmaze-umaze.png").is_file()
+    assert "Progress: 14 of" in text  # 6 maze runs + their 6 fixed steps + the dataset + the IQL run
+    first = results.read_bytes()
+    assert _make(tmp_path, grid, "--check", goals=goals).returncode == 0 and results.read_bytes() == first
