@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dtd.errors import DtdError
+from dtd.paths import RunLock
 from dtd.sweep.claim import Claim
 from dtd.sweep.provenance import code_root, version
 from dtd.sweep.record import Job, command, done, log_start, save_record
@@ -101,6 +103,8 @@ def _run_claimed(job: Job, where: Where, index: int, total: int) -> int:
         code = _run_step(job, where, log, start)
     else:
         cmd = where.command(job, runs)
+        if "--resume" in cmd:
+            _wait_for_run_lock(runs / job.name)
         segments = log_start(runs, job, "--resume" in cmd, version(where.root))
         threads = str(int(job.resources.get("num_cpus", 1)))
         env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -120,6 +124,19 @@ def _run_claimed(job: Job, where: Where, index: int, total: int) -> int:
     what = "done" if code == 0 else "stopped" if STOPPING.is_set() else f"FAILED ({code}), see {log}"
     print(f"[{index}/{total}] {what} {job.name} in {took:.0f} s", flush=True)
     return code
+
+
+def _wait_for_run_lock(run_dir: Path, timeout: float = 60.0) -> None:
+    """A killed worker's `dtd train` dies a moment after it (SIGTERM from _die_with_parent): wait for its run lock
+    rather than fail the retry that resumes the same folder."""
+    until = time.time() + timeout
+    while True:
+        try:
+            return RunLock(run_dir).check_free()
+        except DtdError:
+            if time.time() > until:
+                return  # `dtd train --resume` says who holds it
+            time.sleep(0.5)
 
 
 def _run_step(job: Job, where: Where, log: Path, start: float) -> int:
