@@ -1,13 +1,15 @@
-"""dtd sweep: specs, claims, kill -9 then rerun (complete, nothing run twice), the table, the CPU-recipe presets.
-The Ray backend and the wandb logger: tests/test_sweep_ray.py, tests/test_wandb.py."""
+"""dtd sweep: specs, claims, kill -9 then rerun (complete, nothing run twice), the table, the CPU-recipe presets,
+and the Ray backend (skipped without ray): the same records as the local backend, a killed worker's job resumed."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ runs: runs
 records: records
 """
 KILLED = "quick-dt-small-s0"  # the job a kill interrupts, here and in the Ray test
+PINNED = {"DTD_COMMIT": "c" * 40, "DTD_CODE": "d" * 40}  # records name these (HEAD moves while a grid commits)
 
 
 def tiny_spec(folder: Path) -> Path:
@@ -98,7 +101,7 @@ def killed_and_rerun(tmp_path_factory):
     its first checkpoint, then run again: (folder, records before the rerun, output of the rerun)."""
     folder = tmp_path_factory.mktemp("local")
     spec = tiny_spec(folder)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **PINNED)
     cmd = [sys.executable, "-m", "dtd", "sweep", str(spec), "--workers", "1"]
     proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -166,3 +169,81 @@ def test_cpu_recipe_presets_are_the_studys_recipe():
     paper = sorted(p.stem for p in PRESETS_DIR.glob("*-medium*.yaml") if not p.stem.startswith("quick"))
     assert sorted(p.stem for p in (PRESETS_DIR / "cpu").glob("*.yaml")) == paper and len(paper) == 36
     assert all(load_config(f"cpu/{name}").steps == 4000 for name in paper)
+
+
+@pytest.fixture(scope="module")
+def ray_sweep(killed_and_rerun):
+    """The same sweep as Ray tasks on a local Ray (2 CPUs), into the same run folders (moved aside first, so
+    that config.yaml's out_dir and the commands match); KILLED's worker is killed (SIGKILL) once the job has a
+    checkpoint. (folder, the local backend's records, the sweep's exit code, the killed worker's pid)."""
+    ray = pytest.importorskip("ray")
+    folder = killed_and_rerun[0]
+    local = folder / "local-records"
+    os.rename(folder / "records", local)
+    shutil.rmtree(folder / "runs")
+    old = {k: os.environ.get(k) for k in PINNED}
+    os.environ.update(PINNED)  # inherited by the Ray workers this process starts
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result: dict[str, int] = {}
+        sweep = threading.Thread(target=lambda: result.setdefault("code", run_sweep(load_spec(folder / "tiny.yaml"),
+                                                                                    ray="auto")))
+        sweep.start()
+        claim = folder / "runs" / "claims" / f"{KILLED}.claim"
+
+        def holder() -> int:
+            try:
+                return int(json.loads(claim.read_text())["pid"])
+            except (OSError, ValueError, KeyError):
+                return 0
+
+        wait_for(lambda: (folder / "runs" / KILLED / "checkpoints" / "last.pt").is_file() and holder(), 240,
+                 "a checkpoint of the Ray task")
+        pid = holder()
+        os.kill(pid, signal.SIGKILL)
+        sweep.join(300)
+        assert not sweep.is_alive(), "the Ray sweep did not finish"
+    finally:
+        ray.shutdown()
+        for key, value in old.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return folder, local, result["code"], pid
+
+
+def comparable(records: Path) -> dict:
+    """Every record's files without what differs by machine and time (machine, wall time, finish time, samples/s,
+    evaluation seconds)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if k not in ("machine", "wall_seconds", "finished", "samples_per_s", "seconds", "env_steps_per_s")}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    out = {}
+    for folder in sorted(records.iterdir()):
+        metrics = [json.loads(ln) for ln in (folder / "metrics.jsonl").read_text().splitlines()]
+        out[folder.name] = strip({"record": json.loads((folder / "record.json").read_text()), "metrics": metrics,
+                                  "eval": json.loads((folder / "eval.json").read_text()),
+                                  "config": (folder / "config.yaml").read_text()})
+    return out
+
+
+def test_ray_sweep_gives_the_local_backends_records(ray_sweep):
+    folder, local, code, _ = ray_sweep
+    assert code == 0
+    ours, theirs = comparable(folder / "records"), comparable(local)
+    assert sorted(ours) == ["quick-bc-s0", "quick-bc-s1", "quick-dt-small-s0", "quick-dt-small-s1"]
+    assert ours["quick-bc-s0"]["record"]["commit"] == PINNED["DTD_COMMIT"]
+    assert ours == theirs
+
+
+def test_ray_worker_killed_mid_run_and_its_job_resumed(ray_sweep):
+    folder, _, _, pid = ray_sweep
+    info = json.loads((folder / "records" / KILLED / "record.json").read_text())
+    assert [s["resume"] for s in info["segments"]] == [False, True]  # Ray retried the task; it resumed
+    starts = [ln for ln in (folder / "runs" / "logs" / f"{KILLED}.log").read_text().splitlines() if ln.startswith("$ ")]
+    assert len(starts) == 2 and "--resume" in starts[1]
+    assert not list((folder / "runs" / "claims").iterdir())
+    from dtd.paths import pid_alive
+
+    assert not pid_alive(pid)

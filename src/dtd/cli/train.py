@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars (for logs and CI)", default=argparse.SUPPRESS)
+    p.add_argument("--wandb", metavar="PROJECT", help="also log to this Weights & Biases project (pip install "
+                   "'decision-transducer[wandb]'; WANDB_MODE=offline without a network); a resume continues its run")
+    p.add_argument("--wandb_group", "--wandb-group", metavar="GROUP", help="the wandb group (dtd sweep: the sweep's name)")
     add_config_arguments(p)
     p.set_defaults(func=run)
 
@@ -43,18 +46,33 @@ def run(args: argparse.Namespace) -> int:
     from dtd.training.trainer import resume, train
 
     overrides = overrides_from_args(args)
+    tracker = _tracker(args)
     if args.resume:
         if args.config:
             raise DtdError("--resume continues the saved config; it cannot be combined with --config")
-        result = resume(args.resume, overrides, progress=getattr(args, "progress", True))
+        result = resume(args.resume, overrides, progress=getattr(args, "progress", True), tracker=tracker)
     else:
-        result = train(load_config(args.config, overrides), force=args.force, progress=getattr(args, "progress", True))
+        result = train(load_config(args.config, overrides), force=args.force, progress=getattr(args, "progress", True),
+                       tracker=tracker)
     if not result.is_main:  # ranks > 0 under torchrun
         return 0
     print(f"run: {result.run_dir}  ({result.step} steps, {result.samples_per_s:.0f} samples/s)")
     if result.final is not None:
         print(format_comparison(result.final, result.untrained))
     return 0
+
+
+def _tracker(args: argparse.Namespace):
+    """Weights & Biases when asked for, or when the resumed run logs to it (the same wandb run continues)."""
+    from dtd.training.tracking import Wandb, tracked
+
+    if args.wandb or (args.resume and tracked(args.resume)):
+        return Wandb(args.wandb, args.wandb_group)
+    if args.wandb_group:
+        from dtd.errors import DtdError
+
+        raise DtdError("--wandb_group needs --wandb PROJECT")
+    return None
 
 
 def format_comparison(final: dict, untrained: dict | None) -> str:

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,6 +44,7 @@ METRICS = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 # fields --resume may change (they do not change what is learned); everything else is the saved run's
 RESUMABLE = ("steps", "device", "threads", "max_minutes", "eval_workers", "compile")
+Tracker = Callable[[Path, TrainConfig, int], Any]  # (run_dir, cfg, start step) -> an object with log(record), close()
 
 
 @dataclass
@@ -65,12 +66,14 @@ class TrainResult:
         return self.evals.get(self.step) if self.step else None
 
 
-def train(cfg: TrainConfig, force: bool = False, progress: bool = True) -> TrainResult:
-    """Train a new run into cfg.out_dir/cfg.run_name; an existing folder is an error unless `force`."""
-    return _run(cfg, None, force, progress)
+def train(cfg: TrainConfig, force: bool = False, progress: bool = True, tracker: Tracker | None = None) -> TrainResult:
+    """Train a new run into cfg.out_dir/cfg.run_name; an existing folder is an error unless `force`.
+    `tracker(run_dir, cfg, start)` (e.g. dtd.training.tracking.Wandb) gets every metrics.jsonl line too."""
+    return _run(cfg, None, force, progress, tracker=tracker)
 
 
-def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progress: bool = True,
+           tracker: Tracker | None = None) -> TrainResult:
     """Continue a run from its last checkpoint; only the RESUMABLE fields may be overridden.
 
     The run is the folder (or its checkpoints/last.pt): resuming from an older step_N.pt would rewind the run
@@ -94,13 +97,14 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, progres
     cfg.check_ranges()
     if ckpt.info.step >= cfg.steps:
         raise DtdError(f"{run_dir}: already trained for {ckpt.info.step} of {cfg.steps} steps (pass --steps N to extend)")
-    return _run(cfg, ckpt, False, progress, run_dir=folder)
+    return _run(cfg, ckpt, False, progress, run_dir=folder, tracker=tracker)
 
 
 # ---- the loop ---------------------------------------------------------------------------------
 
 
-def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool, run_dir: Path | None = None) -> TrainResult:
+def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool, run_dir: Path | None = None,
+         tracker: Tracker | None = None) -> TrainResult:
     import torch
     from tqdm.auto import tqdm
 
@@ -202,6 +206,8 @@ def _run(cfg: TrainConfig, ckpt: Checkpoint | None, force: bool, progress: bool,
                 lock = paths.RunLock(run_dir).acquire()
         run_dir = ddp.broadcast_object(run_dir if dist.is_main else None, dist)
         log = _Logger(run_dir, start, enabled=dist.is_main)
+        if tracker is not None and dist.is_main:  # an extra copy of every metrics line (wandb); rank 0 only
+            log.sink = tracker(run_dir, cfg, start)
         if dist.is_main:
             save_yaml(cfg, run_dir / paths.CONFIG_FILE)
         result = TrainResult(run_dir, start, is_main=dist.is_main)
@@ -410,6 +416,7 @@ class _Logger:
 
     def __init__(self, run_dir: Path, start: int, enabled: bool):
         self.enabled = enabled
+        self.sink: Any = None  # a tracker's run (dtd.training.tracking), fed the same records
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -427,6 +434,8 @@ class _Logger:
             self.file.flush()
         except OSError as exc:  # a full disk: name the file (a write error has no filename of its own)
             raise DtdError(f"{self.path}: could not write it ({exc.strerror or exc})") from None
+        if self.sink is not None:
+            self.sink.log(record)
 
     def train(self, step: int, loss: float, lr: float, samples_per_s: float) -> None:
         if not self.enabled:
@@ -457,6 +466,9 @@ class _Logger:
         if self.enabled and not self.file.closed:
             self.file.close()
             self.tb.close()
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
 
 
 def _line_step(line: bytes) -> int:
