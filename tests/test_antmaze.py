@@ -118,3 +118,15 @@ def test_walls_push_the_heading_away():
     assert follower.direction(start, goal) == pytest.approx(0.0, abs=1e-9)  # centred: no push
     near_north_wall = start + np.array([0.0, 1.2])  # 0.8 m from the wall above
     assert follower.direction(near_north_wall, goal) < -0.1  # heads east and away (south)
+
+
+def test_a_flag_raised_with_the_final_observation_stays_on_the_last_step():
+    """Minari keeps T+1 infos per episode and dtd the first T: a flip reported with the final observation (the
+    first AntMaze datasets' infos/flipped) must not be dropped."""
+    from dtd.data.loaders import _step_infos
+
+    flags = np.array([False, False, False, True])  # T = 3 steps, raised with the final observation
+    assert _step_infos(flags, 3).tolist() == [False, False, True]
+    assert _step_infos(np.zeros(4, bool), 3).tolist() == [False] * 3
+    goals = np.arange(8.0).reshape(4, 2)  # other infos: the first T, untouched
+    np.testing.assert_array_equal(_step_infos(goals, 3), goals[:3])

@@ -116,6 +116,16 @@ def _load_minari_folder(path: Path, source: str) -> EpisodeDataset:
     return _from_minari(ds, source)
 
 
+def _step_infos(values: np.ndarray, T: int) -> np.ndarray:
+    """The first T of an episode's infos (Minari keeps T+1: the reset's, then one per step); a boolean flag raised
+    with the final observation (a flip that ended the episode) is kept on the last step, not dropped."""
+    out = np.asarray(values[:T])
+    if out.dtype == bool and len(values) > T and np.asarray(values[T:]).any():
+        out = out.copy()
+        out[-1] = True
+    return out
+
+
 def _from_minari(ds, source: str) -> EpisodeDataset:
     """Minari episodes hold T+1 observations (the final one too); Episode keeps the first T."""
     episodes = []
@@ -128,7 +138,7 @@ def _from_minari(ds, source: str) -> EpisodeDataset:
                 goals = None if goals is None else goals[:T]
                 infos = {k: np.asarray(v[:T]) for k, v in obs.items() if k not in ("observation", "desired_goal")}
                 obs = obs["observation"]
-            infos.update({k: np.asarray(v[:T]) for k, v in ep.infos.items()
+            infos.update({k: _step_infos(v, T) for k, v in ep.infos.items()
                           if isinstance(v, np.ndarray) and len(v) >= T})
             _check_step_shapes(source, np.asarray(obs), np.asarray(ep.actions), ep.rewards)
             episodes.append(Episode(np.asarray(obs)[:T], ep.actions, ep.rewards, ep.terminations,

@@ -145,9 +145,8 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float | None = N
             if terminated or ep["trunc"][-1]:
                 observations = {k: np.stack([o[k] for o in ep["obs"]]) for k in ep["obs"][0]}  # (T+1, .)
                 infos = {"goal": observations["desired_goal"].astype(np.float32)}
-                if robot == "ant":
-                    infos["flipped"] = np.zeros(len(ep["obs"]), dtype=bool)
-                    infos["flipped"][-1] = flipped
+                if robot == "ant":  # an episode-level flag on every step: loaders keep the first T of T+1 infos
+                    infos["flipped"] = np.full(len(ep["obs"]), flipped, dtype=bool)
                 buffers.append(EpisodeBuffer(
                     id=len(buffers), seed=reset_seed, observations=observations,
                     actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
