@@ -136,6 +136,17 @@ def critic_name(dataset: str) -> str:
     return f"iql-{dataset}"
 
 
+def _critic_finished(run: Path) -> bool:
+    """A critic run whose metrics reach its configured last step (a killed one keeps an earlier checkpoint)."""
+    import yaml
+
+    if not (run / "checkpoints" / "last.pt").is_file() or not (run / "metrics.jsonl").is_file():
+        return False
+    steps = int(yaml.safe_load((run / "config.yaml").read_text())["steps"])
+    lines = [json.loads(t) for t in (run / "metrics.jsonl").read_text().splitlines() if t.strip()]
+    return bool(lines) and lines[-1].get("step") == steps
+
+
 def critic_step(dataset: str):
     """Train the IQL critic of a dataset (`dtd iql train`), then keep its config and losses."""
 
@@ -144,8 +155,10 @@ def critic_step(dataset: str):
         run = runs / name
         cmd = [sys.executable, "-m", "dtd", "iql", "train", IQL_DATASETS[dataset], *IQL_ARGS,
                "--out-dir", str(runs), "--run-name", name, "--force"]
-        if not (run / "checkpoints" / "last.pt").is_file() or not (run / "metrics.jsonl").is_file():
+        if not _critic_finished(run):  # a killed critic restarts (--force): dtd iql train does not resume
             subprocess.run(cmd, check=True, cwd=ROOT, env=_one_thread(), stdout=subprocess.DEVNULL)
+            if not _critic_finished(run):
+                raise RuntimeError(f"{run}: the critic's metrics do not reach its last step")
         for f in ("config.yaml", "metrics.jsonl"):
             shutil.copyfile(run / f, out / f)
         return ["dtd " + " ".join(cmd[3:]).replace(str(runs), f"runs/{runs.name}")]

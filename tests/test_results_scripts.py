@@ -524,3 +524,17 @@ def test_goal_sections_from_hand_made_records(tmp_path, grid):
     assert "Progress: 14 of" in text  # 6 maze runs + their 6 fixed steps + the dataset + the IQL run
     first = results.read_bytes()
     assert _make(tmp_path, grid, "--check", goals=goals).returncode == 0 and results.read_bytes() == first
+
+
+def test_goal_critic_step_takes_only_a_finished_critic(tmp_path):
+    """A killed `dtd iql train` leaves an intermediate checkpoint: the critic step must not record it as done."""
+    import goals
+
+    run = tmp_path / "iql-x"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    (run / "config.yaml").write_text("steps: 10\n")
+    (run / "metrics.jsonl").write_text('{"step": 5, "q_loss": 1.0}\n')
+    assert not goals._critic_finished(run)
+    (run / "metrics.jsonl").write_text('{"step": 5, "q_loss": 1.0}\n{"step": 10, "q_loss": 0.5}\n')
+    assert goals._critic_finished(run)
