@@ -247,3 +247,10 @@ def test_ray_worker_killed_mid_run_and_its_job_resumed(ray_sweep):
     from dtd.paths import pid_alive
 
     assert not pid_alive(pid)
+
+
+def test_ray_address_without_a_cluster_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    assert dtd_main(["sweep", str(tiny_spec(tmp_path)), "--ray", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dtd: error: --ray 127.0.0.1:1: no Ray cluster there") and err.count("\n") == 1

@@ -7,6 +7,8 @@ two sweeps, or a retry and a slow original, race. Needs `pip install "decision-t
 
 from __future__ import annotations
 
+import socket
+
 from dtd.errors import DtdError
 from dtd.sweep.local import Where, run_job
 from dtd.sweep.pool import announce, summary
@@ -32,10 +34,23 @@ def connect(address: str) -> None:
         raise DtdError('--ray needs Ray: pip install "decision-transducer[ray]"') from None
     if ray.is_initialized():
         return
+    _check_reachable(address)
     try:
         ray.init(address=None if address == "local" else address, log_to_driver=True)
     except ConnectionError as exc:
         raise DtdError(f"--ray {address}: no Ray cluster there ({str(exc).splitlines()[0]}); start one with "
+                       "`ray start --head` or pass --ray local") from None
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT nobody listens on: one line now (Ray itself would retry the connection for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise DtdError(f"--ray {address}: no Ray cluster there ({exc.strerror or exc}); start one with "
                        "`ray start --head` or pass --ray local") from None
 
 
