@@ -139,7 +139,7 @@ def critics_table(rec: dict) -> str:
             continue
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         last = [json.loads(t) for t in (folder / "metrics.jsonl").read_text().splitlines() if t.strip()][-1]
-        losses = ", ".join(f"{last[k]:.3g}" for k in ("q_loss", "v_loss", "actor_loss") if k in last)
+        losses = ", ".join(f"{last[k]:.3g}" for k in ("q_loss", "value_loss", "actor_loss") if k in last)
         rows.append(f"| {goals.critic_name(d)} | {cfg['dataset']} | {cfg['steps']:,} x {cfg['batch_size']} | "
                     f"{cfg['discount']} | {cfg['expectile']} | {cfg['temperature']} | {losses} |")
     return "\n".join(rows)
