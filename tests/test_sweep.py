@@ -254,3 +254,20 @@ def test_ray_address_without_a_cluster_is_one_line(tmp_path, capsys):
     assert dtd_main(["sweep", str(tiny_spec(tmp_path)), "--ray", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dtd: error: --ray 127.0.0.1:1: no Ray cluster there") and err.count("\n") == 1
+
+
+def summary_step(runs: Path, out: Path, label: str = "") -> list[str]:
+    """A named step for the test below (specs name it "test_sweep:summary_step")."""
+    (out / "summary.json").write_text(json.dumps({"runs": str(runs), "label": label}))
+    return [f"summary {label}"]
+
+
+def test_a_named_step_is_imported_where_it_runs(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("configs: [quick-bc]\nsteps: {sum: {call: 'test_sweep:summary_step', kwargs: {label: a}}}\n")
+    step = load_spec(spec).jobs[-1]
+    assert step.name == "sum" and step.needs == ("quick-bc-s0",)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert step.step(tmp_path, out) == ["summary a"]
+    assert json.loads((out / "summary.json").read_text())["label"] == "a"
