@@ -130,3 +130,14 @@ def test_a_flag_raised_with_the_final_observation_stays_on_the_last_step():
     assert _step_infos(np.zeros(4, bool), 3).tolist() == [False] * 3
     goals = np.arange(8.0).reshape(4, 2)  # other infos: the first T, untouched
     np.testing.assert_array_equal(_step_infos(goals, 3), goals[:3])
+
+
+def test_collect_maze_refuses_a_policy_for_the_wrong_robot(tmp_path):
+    from dtd.data.maze import collect_maze
+    from dtd.errors import DtdError
+
+    with pytest.raises(DtdError, match="needs --policy"):
+        collect_maze("umaze", 10, robot="ant", out=tmp_path / "a", progress=False)
+    with pytest.raises(DtdError, match="drives the Ant only"):
+        collect_maze("umaze", 10, robot="point", policy="x.zip", out=tmp_path / "p", progress=False)
+    assert not any(tmp_path.iterdir())

@@ -113,6 +113,8 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float | None = N
     noise = DEFAULT_NOISE.get(robot, 0.1) if noise is None else noise
     check_collect_args(steps, noise, seed, "collect-maze: --{} must be {}, got {}")
     env_id = maze_env_id(layout, robot)
+    if robot != "ant" and policy is not None:
+        raise DtdError("collect-maze: --policy drives the Ant only (--robot ant); PointMaze uses the PD controller")
     if robot == "ant" and policy is None:
         raise DtdError("collect-maze: --robot ant needs --policy, the RL Zoo's PPO Ant "
                        "(ppo/Ant-v3_1/Ant-v3.zip, with its Ant-v3/vecnormalize.pkl)")
