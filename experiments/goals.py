@@ -103,29 +103,18 @@ def dataset_step(maze: str):
 
 
 def _stats(path: Path) -> dict:
-    """Episodes, length and how episodes end, from the Minari file itself: a flip is read from the final
-    observation's torso (collect-maze's infos/flipped of the first datasets sat on the T+1-th info only, which
-    loaders drop)."""
-    import minari
+    """Episodes, length and how episodes end (at the goal, in a flip, at the time limit), as dtd loads them."""
     import numpy as np
 
-    from dtd.data.antmaze import FLIP_UP_Z, up_z
+    from dtd.data.loaders import load_dataset
 
-    ds = minari.MinariDataset(path / "data")
-    ends, lengths, rewarded = {"goal": 0, "flip": 0, "time": 0}, [], 0
-    for ep in ds.iterate_episodes():
-        lengths.append(len(ep.rewards))
-        rewarded += bool(np.sum(ep.rewards) > 0)
-        obs = ep.observations["observation"]
-        ant = obs.shape[1] >= 27  # AntMaze: [z, torso quaternion (w, x, y, z), ...]; PointMaze: xy, velocity
-        if ep.terminations[-1]:
-            ends["goal"] += 1
-        elif ant and up_z(obs[-1, 1:5]) < FLIP_UP_Z:
-            ends["flip"] += 1
-        else:
-            ends["time"] += 1
-    return {"episodes": len(lengths), "transitions": int(np.sum(lengths)), "mean_length": float(np.mean(lengths)),
-            "episodes_with_reward": rewarded, "ends": ends}
+    ds = load_dataset(str(path))
+    ends = {"goal": 0, "flip": 0, "time": 0}
+    for ep in ds.episodes:
+        flipped = "flipped" in ep.infos and bool(ep.infos["flipped"].any())
+        ends["goal" if ep.terminals.any() else "flip" if flipped else "time"] += 1
+    return {"episodes": ds.num_episodes, "transitions": ds.num_steps, "mean_length": float(np.mean(ds.lengths())),
+            "episodes_with_reward": int(sum(ep.rewards.sum() > 0 for ep in ds.episodes)), "ends": ends}
 
 
 def _one_thread() -> dict:

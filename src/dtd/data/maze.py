@@ -147,8 +147,9 @@ def collect_maze(layout: str, steps: int, seed: int = 0, noise: float | None = N
             if terminated or ep["trunc"][-1]:
                 observations = {k: np.stack([o[k] for o in ep["obs"]]) for k in ep["obs"][0]}  # (T+1, .)
                 infos = {"goal": observations["desired_goal"].astype(np.float32)}
-                if robot == "ant":  # an episode-level flag on every step: loaders keep the first T of T+1 infos
-                    infos["flipped"] = np.full(len(ep["obs"]), flipped, dtype=bool)
+                if robot == "ant":  # raised with the final observation (loaders keep it on the last step)
+                    infos["flipped"] = np.zeros(len(ep["obs"]), dtype=bool)
+                    infos["flipped"][-1] = flipped
                 buffers.append(EpisodeBuffer(
                     id=len(buffers), seed=reset_seed, observations=observations,
                     actions=np.stack(ep["act"]), rewards=ep["rew"], terminations=ep["term"],
