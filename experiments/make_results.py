@@ -504,7 +504,7 @@ def plot_series(series: dict[str, list[Run]], title: str, mean: float | None, pa
         ax.axhline(mean, color="gray", ls="--", lw=1, label="dataset mean")
     ax.set_xlabel("training samples seen (thousands)")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}: mean ± std over seeds, dots = seeds")
+    ax.set_title(f"{title}\nmean ± std over seeds, dots = seeds", fontsize=10)
     ax.grid(alpha=0.3)
     if drawn:
         ax.legend(fontsize=8)
