@@ -18,6 +18,8 @@ Every train run has its model's recipe of the study (experiments/study.py: 256,0
 batch 64, the model's learning rate, warm-up over 10%, DTd's head at 0.1x), evaluated every 500 steps.
 Order, so that a partial grid is useful: the datasets and critics, then seed 0 of every cell, then seed 1,
 then seed 2. Records land in results/goals/ (experiments/runner.py); RESULTS.md: experiments/make_results.py.
+The datasets are not in git: on a new machine, a maze dataset whose step has a record is rebuilt from seed 0
+before the runs that need it, and checked against its record (`restore_datasets`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner import ROOT, Job, main
+from runner import ROOT, Job, done, main
 from study import budget, recipe
 
 SEEDS = (0, 1, 2)
@@ -75,23 +77,28 @@ def maze_args(model: str, opts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(args)
 
 
+def collect_command(maze: str, dest: Path) -> list[str]:
+    robot, layout = maze.replace("maze-", " ").split()
+    cmd = [sys.executable, "-m", "dtd", "data", "collect-maze", "--robot", robot, "--maze", layout,
+           "--steps", str(MAZE_STEPS), "--seed", "0", "--out", str(dest)]
+    return cmd + (["--policy", str(ZOO_ANT)] if robot == "ant" else [])
+
+
+def collect(maze: str, dest: Path) -> dict:
+    """Collect one maze dataset (`dtd data collect-maze`, seed 0); what it took."""
+    start = time.time()
+    subprocess.run(collect_command(maze, dest), check=True, cwd=ROOT, env=_one_thread(), stdout=subprocess.DEVNULL)
+    return {"seconds": round(time.time() - start, 1), "steps_per_second": round(MAZE_STEPS / (time.time() - start), 1)}
+
+
 def dataset_step(maze: str):
     """Build the maze dataset if it is missing (a fixed seed: the same data on any machine with the same
     builds), then record what it holds (`dtd data info`) and what collecting it measured."""
-    robot, layout = maze.replace("maze-", " ").split()
 
     def step(runs: Path, out: Path) -> list[str]:
         dest = ROOT / maze_data(maze)
-        cmd = [sys.executable, "-m", "dtd", "data", "collect-maze", "--robot", robot, "--maze", layout,
-               "--steps", str(MAZE_STEPS), "--seed", "0", "--out", str(dest)]
-        if robot == "ant":
-            cmd += ["--policy", str(ZOO_ANT)]
-        collected = None
-        if not dest.exists():
-            start = time.time()
-            subprocess.run(cmd, check=True, cwd=ROOT, env=_one_thread(), stdout=subprocess.DEVNULL)
-            collected = {"seconds": round(time.time() - start, 1),
-                         "steps_per_second": round(MAZE_STEPS / (time.time() - start), 1)}
+        cmd = collect_command(maze, dest)
+        collected = None if dest.exists() else collect(maze, dest)
         info = subprocess.run([sys.executable, "-m", "dtd", "data", "info", str(dest)], check=True, cwd=ROOT,
                               capture_output=True, text=True, env=_one_thread()).stdout
         (out / "info.txt").write_text(info.replace(str(dest), str(maze_data(maze))))
@@ -100,6 +107,29 @@ def dataset_step(maze: str):
                 .replace(str(ZOO_ANT), os.path.relpath(ZOO_ANT, ROOT))]
 
     return step
+
+
+def restore_datasets(todo: list[Job], records: Path, build=collect) -> int:
+    """The datasets are not in git: on a new machine (or a fresh clone) a maze whose dataset step has a record
+    but whose data is missing is rebuilt from its seed before any run that needs it starts, and must hold
+    what the record says (the runs already recorded trained on that data); 2 with one line if it does not."""
+    waiting = {n for j in todo if not done(j, records) for n in j.needs}
+    for maze in MAZES:
+        dest = ROOT / maze_data(maze)
+        if f"data-{maze}" not in waiting or not done(f"data-{maze}", records) or dest.exists():
+            continue
+        print(f"{maze_data(maze)}: not on this machine; rebuilding it from seed 0 as its record was made", flush=True)
+        build(maze, dest)
+        want = json.loads((records / f"data-{maze}" / "dataset.json").read_text())
+        want.pop("collect", None)
+        got = _stats(dest)
+        if got != want:
+            print(f"goals.py: error: {maze_data(maze)} rebuilt here differs from the recorded one (episodes "
+                  f"{got['episodes']} vs {want['episodes']}, ends {got['ends']} vs {want['ends']}); its runs would "
+                  f"train on other data: bring the original data over, or remove {records.name}/data-{maze} and "
+                  f"the maze's records to start the maze again", file=sys.stderr)
+            return 2
+    return 0
 
 
 def _stats(path: Path) -> dict:
@@ -214,4 +244,4 @@ def jobs() -> list[Job]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(__doc__, jobs(), "goals"))
+    sys.exit(main(__doc__, jobs(), "goals", prepare=restore_datasets))

@@ -16,6 +16,7 @@ start it again, on this machine or after a fresh clone. `--commit-records` also 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dtd.sweep import provenance
@@ -73,8 +74,10 @@ def run_all(jobs: list[Job], runs: Path, records: Path, workers: int, git_commit
     return _run_all(jobs, _where(runs, records, git_commit), workers)
 
 
-def main(description: str, jobs: list[Job], study: str, argv: list[str] | None = None) -> int:
-    """The command line every study script shares: --workers, --list, --only, --runs, --records, --commit-records."""
+def main(description: str, jobs: list[Job], study: str, argv: list[str] | None = None,
+         prepare: Callable[[list[Job], Path], int] | None = None) -> int:
+    """The command line every study script shares: --workers, --list, --only, --runs, --records, --commit-records.
+    `prepare(todo, records)` runs before the jobs (say, to rebuild untracked data they need); non-zero stops."""
     import argparse
     import signal
 
@@ -93,4 +96,6 @@ def main(description: str, jobs: list[Job], study: str, argv: list[str] | None =
         print("\n".join(list_lines(todo, records)))
         return 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill PID` stops the children too
+    if prepare is not None and (rc := prepare(todo, records)):
+        return rc
     return run_all(todo, runs, records, args.workers, args.commit_records)

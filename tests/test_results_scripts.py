@@ -538,3 +538,36 @@ def test_goal_critic_step_takes_only_a_finished_critic(tmp_path):
     assert not goals._critic_finished(run)
     (run / "metrics.jsonl").write_text('{"step": 5, "q_loss": 1.0}\n{"step": 10, "q_loss": 0.5}\n')
     assert goals._critic_finished(run)
+
+
+def test_goal_datasets_missing_on_a_new_machine_are_rebuilt_and_checked(tmp_path, monkeypatch, capsys):
+    """The maze data is not in git: before a run that needs it starts, a dataset whose step has a record is rebuilt
+    from its seed and must hold what the record says; a different rebuild stops the grid with one line."""
+    import goals
+
+    monkeypatch.setattr(goals, "ROOT", tmp_path)
+    monkeypatch.setattr(goals, "MAZE_STEPS", 300)
+    maze, records = "pointmaze-umaze", tmp_path / "records"
+    reference = tmp_path / "reference"
+    goals.collect(maze, reference)
+    stats = goals._stats(reference)
+    (records / f"data-{maze}").mkdir(parents=True)
+    (records / f"data-{maze}" / "record.json").write_text("{}\n")
+    (records / f"data-{maze}" / "dataset.json").write_text(json.dumps({**stats, "collect": None}))
+    todo = [j for j in goals.jobs() if j.name == f"{maze}-dt-s1"]
+    data = tmp_path / goals.maze_data(maze)
+
+    assert goals.restore_datasets(todo, records) == 0
+    assert data.is_dir() and goals._stats(data) == stats  # the same seed gives the same data
+    assert goals.restore_datasets(todo, records, build=None) == 0  # there already: nothing rebuilt
+
+    shutil.rmtree(data)
+    (records / f"data-{maze}" / "dataset.json").write_text(json.dumps({**stats, "episodes": stats["episodes"] + 1}))
+    capsys.readouterr()
+    assert goals.restore_datasets(todo, records) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differs from the recorded one" in err[0]
+
+    shutil.rmtree(data)
+    shutil.rmtree(records / f"data-{maze}")  # no record: the dataset step itself builds it, in the grid
+    assert goals.restore_datasets(todo, records, build=None) == 0 and not data.exists()
