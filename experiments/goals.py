@@ -185,6 +185,54 @@ def critic_step(dataset: str):
     return step
 
 
+def tokens_name(dataset: str) -> str:
+    return f"goal-tokens-{dataset}"
+
+
+def value_goal_stats(critic, dataset) -> dict:
+    """What the value goal says about the data: its spread, an episode's first token, and how an episode's
+    tokens follow its return (the goal is a function of the state, so it can only describe the episode)."""
+    import numpy as np
+
+    tokens = [critic.goal_tokens(ep.observations) for ep in dataset.episodes]
+    returns = np.array([float(ep.rewards.sum()) for ep in dataset.episodes])
+    first, mean = np.array([t[0] for t in tokens]), np.array([t.mean() for t in tokens])
+    pct = lambda x, qs: {str(q): round(float(np.percentile(x, q)), 4) for q in qs}  # noqa: E731
+    low, high = np.quantile(returns, [0.25, 0.75])
+    quartile = lambda m: {"episodes": int(m.sum()), "return": round(float(returns[m].mean()), 1),  # noqa: E731
+                          "mean_token": round(float(mean[m].mean()), 4)}
+    return {"episodes": len(tokens), "v_small": round(critic.small, 3), "v_large": round(critic.large, 3),
+            "token_percentiles": pct(np.concatenate(tokens), (1, 10, 50, 90, 99)),
+            "first_token_percentiles": pct(first, (10, 50, 90)), "eval_first_token": 1.0,
+            "corr_mean_token_return": _corr(mean, returns), "corr_first_token_return": _corr(first, returns),
+            "bottom_quartile": quartile(returns <= low), "top_quartile": quartile(returns >= high)}
+
+
+def _corr(x, y) -> float | None:
+    """Pearson's r, None where either side is constant (r is undefined there)."""
+    import numpy as np
+
+    return None if np.std(x) == 0 or np.std(y) == 0 else round(float(np.corrcoef(x, y)[0, 1]), 3)
+
+
+def tokens_step(dataset: str):
+    """The value goal's tokens over its dataset, from the dataset's critic (`value_goal_stats`)."""
+
+    def step(runs: Path, out: Path) -> list[str]:
+        import torch
+
+        from dtd.data.loaders import load_dataset
+        from dtd.runs import load_critic
+
+        torch.set_num_threads(1)
+        stats = value_goal_stats(load_critic(runs / critic_name(dataset)), load_dataset(IQL_DATASETS[dataset]))
+        (out / "tokens.json").write_text(json.dumps({"dataset": IQL_DATASETS[dataset], **stats}, indent=1) + "\n")
+        return [f"experiments/goals.py --only {tokens_name(dataset)} (goals.value_goal_stats of runs/{runs.name}/"
+                f"{critic_name(dataset)} over {IQL_DATASETS[dataset]})"]
+
+    return step
+
+
 FIXED_MAZES = tuple(m for m in MAZES if m.startswith("ant"))  # PointMaze's runs trained on a GPU box, unkept
 
 
@@ -220,6 +268,8 @@ def jobs() -> list[Job]:
     """Every job once, in run order (the docstring says why)."""
     steps = [Job(f"data-{m}", (), {"group": "data", "dataset": m}, step=dataset_step(m)) for m in MAZES]
     steps += [Job(critic_name(d), (), {"group": "critic", "dataset": d}, step=critic_step(d)) for d in IQL_DATASETS]
+    steps += [Job(tokens_name(d), (), {"group": "tokens", "dataset": d}, step=tokens_step(d), needs=(critic_name(d),))
+              for d in IQL_DATASETS]
     runs = []
     for seed in SEEDS:
         for maze in MAZES:

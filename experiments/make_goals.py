@@ -33,7 +33,7 @@ def maze_label(maze: str) -> str:
 
 def load(records: Path) -> dict:
     """Every goal record: runs by group, fixed-goal results, datasets, critics, and each record's info."""
-    out: dict = {"runs": [], "fixed": {}, "data": {}, "critics": {}, "info": {}}
+    out: dict = {"runs": [], "fixed": {}, "data": {}, "critics": {}, "tokens": {}, "info": {}}
     for path in sorted(records.glob("*/record.json")):
         info, folder = json.loads(path.read_text()), path.parent
         out["info"][info["name"]] = info
@@ -50,6 +50,8 @@ def load(records: Path) -> dict:
             out["data"][info["tags"]["dataset"]] = data
         elif group == "critic":
             out["critics"][info["tags"]["dataset"]] = folder
+        elif group == "tokens":
+            out["tokens"][info["tags"]["dataset"]] = json.loads((folder / "tokens.json").read_text())
     return out
 
 
@@ -145,6 +147,29 @@ def critics_table(rec: dict) -> str:
     return "\n".join(rows)
 
 
+def _r(r: float | None) -> str:
+    return "—" if r is None else f"{r:+.2f}"
+
+
+def tokens_table(rec: dict) -> str:
+    rows = ["| dataset | episodes | V over the data (min, max) | token: 10th / 50th / 90th percentile | an episode's first "
+            "token: 10th / 50th / 90th | corr(episode's mean token, its return) | corr(first token, return) | "
+            "bottom return quartile: return, mean token | top quartile: return, mean token |",
+            "|---|---:|---|---|---|---:|---:|---|---|"]
+    for d in goals.IQL_DATASETS:
+        s = rec["tokens"].get(d)
+        if s is None:
+            rows.append(f"| {label(d)} | — | — | — | — | — | — | — | — |")
+            continue
+        tok, first = s["token_percentiles"], s["first_token_percentiles"]
+        quart = lambda q: f"{s[q]['return']:,.0f}, {s[q]['mean_token']:.2f}"  # noqa: E731
+        rows.append(f"| {label(d)} | {s['episodes']:,} | {s['v_small']:.1f}, {s['v_large']:.1f} | "
+                    f"{tok['10']:.2f} / {tok['50']:.2f} / {tok['90']:.2f} | "
+                    f"{first['10']:.2f} / {first['50']:.2f} / {first['90']:.2f} | {_r(s['corr_mean_token_return'])} | "
+                    f"{_r(s['corr_first_token_return'])} | {quart('bottom_quartile')} | {quart('top_quartile')} |")
+    return "\n".join(rows)
+
+
 def compute_text(rec: dict) -> str:
     rows = ["| runs | records | training samples/s (median) | wall per run (median) | total wall | machines |",
             "|---|---:|---:|---:|---:|---|"]
@@ -206,4 +231,4 @@ def blocks(records: Path, study_rec, figures: Path, base: Path, draw: bool) -> d
             figs.append(f"![iql {d}]({os.path.relpath(path, base)})")
     return {"goals_data": data_table(rec), "goals_maze": maze_table(rec), "goals_fixed": fixed_table(rec),
             "goals_maze_curves": "\n".join(figs) or "No curves yet.", "goals_iql": iql_table(rec, study_rec),
-            "goals_critics": critics_table(rec), "goals_compute": compute_text(rec), "goals_seeds": seeds_table(rec)}
+            "goals_critics": critics_table(rec), "goals_tokens": tokens_table(rec), "goals_compute": compute_text(rec), "goals_seeds": seeds_table(rec)}

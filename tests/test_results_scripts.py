@@ -480,7 +480,7 @@ def test_study_attention_step_summarises_both_runs(tiny_runs, tmp_path, monkeypa
 
 
 GOAL_BLOCKS = ("goals_data", "goals_maze", "goals_fixed", "goals_maze_curves", "goals_iql", "goals_critics",
-               "goals_compute", "goals_seeds")
+               "goals_tokens", "goals_compute", "goals_seeds")
 
 
 def test_goal_sections_from_hand_made_records(tmp_path, grid):
@@ -506,6 +506,15 @@ def test_goal_sections_from_hand_made_records(tmp_path, grid):
     (data / "info.txt").write_text("return:       mean 0.6, min 0.0, max 1.0\n")
     (data / "record.json").write_text(json.dumps({"name": data.name, "tags": {"group": "data", "dataset":
                                                   "antmaze-umaze"}, "commit": HEAD}))
+    tokens = goals / "goal-tokens-hopper-medium"
+    tokens.mkdir()
+    (tokens / "tokens.json").write_text(json.dumps({
+        "episodes": 40, "v_small": -1.0, "v_large": 9.0, "token_percentiles": {"10": 0.1, "50": 0.5, "90": 0.9},
+        "first_token_percentiles": {"10": 0.4, "50": 0.5, "90": 0.6}, "corr_mean_token_return": -0.9,
+        "corr_first_token_return": 0.05, "bottom_quartile": {"return": 100.0, "mean_token": 0.8},
+        "top_quartile": {"return": 2500.0, "mean_token": 0.3}}))
+    (tokens / "record.json").write_text(json.dumps({"name": tokens.name, "tags": {"group": "tokens", "dataset":
+                                                    "hopper-medium"}, "commit": HEAD}))
     results = tmp_path / "RESULTS.md"
     results.write_text("".join(f"<!-- BEGIN {b} -->\nstale\n<!-- END {b} -->\n" for b in (*BLOCKS, *GOAL_BLOCKS)))
     assert _make(tmp_path, grid, goals=goals).returncode == 0
@@ -521,7 +530,9 @@ def test_goal_sections_from_hand_made_records(tmp_path, grid):
     iql = _row(text.split("<!-- BEGIN goals_iql -->")[1], "hopper medium")
     assert iql[1] == "70.0 (n=1)" and iql[2] == "50.0 ± 8.2"  # the study's DTd runs of the grid fixture (last)
     assert (tmp_path / "figures" / "curve_antmaze-umaze.png").is_file()
-    assert "Progress: 14 of" in text  # 6 maze runs + their 6 fixed steps + the dataset + the IQL run
+    assert "| hopper medium | 40 | -1.0, 9.0 | 0.10 / 0.50 / 0.90 | 0.40 / 0.50 / 0.60 | -0.90 | +0.05 | 100, 0.80 | 2,500, 0.30 |" in text
+    assert "| halfcheetah medium-replay | — |" in text.split("<!-- BEGIN goals_tokens -->")[1]
+    assert "Progress: 15 of" in text  # 6 maze runs + their 6 fixed steps + the dataset + the IQL run + the tokens
     first = results.read_bytes()
     assert _make(tmp_path, grid, "--check", goals=goals).returncode == 0 and results.read_bytes() == first
 
@@ -571,3 +582,22 @@ def test_goal_datasets_missing_on_a_new_machine_are_rebuilt_and_checked(tmp_path
     shutil.rmtree(data)
     shutil.rmtree(records / f"data-{maze}")  # no record: the dataset step itself builds it, in the grid
     assert goals.restore_datasets(todo, records, build=None) == 0 and not data.exists()
+
+
+def test_value_goal_stats_on_a_known_critic():
+    """Episodes whose tokens fall as their return rises: the correlation is -1, the quartiles say so, and the first
+    token (the same start state for every episode) carries no information about the return."""
+    from types import SimpleNamespace
+
+    import goals
+    import numpy as np
+
+    critic = SimpleNamespace(small=-1.0, large=2.0, goal_tokens=lambda obs: obs[:, 0])
+    episodes = [SimpleNamespace(observations=np.array([[0.5], [1.0 - k / 10], [1.0 - k / 10]]),
+                                rewards=np.full(3, float(k))) for k in range(8)]
+    s = goals.value_goal_stats(critic, SimpleNamespace(episodes=episodes))
+    assert s["episodes"] == 8 and (s["v_small"], s["v_large"]) == (-1.0, 2.0)
+    assert s["corr_mean_token_return"] == -1.0 and s["first_token_percentiles"]["50"] == 0.5
+    assert s["corr_first_token_return"] is None  # every episode starts at the same token: r is undefined
+    assert s["bottom_quartile"]["episodes"] == 2 and s["bottom_quartile"]["return"] == 1.5
+    assert s["top_quartile"]["mean_token"] < s["bottom_quartile"]["mean_token"]
