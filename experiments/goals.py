@@ -123,11 +123,14 @@ def restore_datasets(todo: list[Job], records: Path, build=collect) -> int:
         want = json.loads((records / f"data-{maze}" / "dataset.json").read_text())
         want.pop("collect", None)
         got = _stats(dest)
-        if got != want:
+        if got != want:  # set aside, so that a second start does not take it for the recorded data
+            aside = dest.with_name(dest.name + ".differs")
+            shutil.rmtree(aside, ignore_errors=True)
+            dest.rename(aside)
             print(f"goals.py: error: {maze_data(maze)} rebuilt here differs from the recorded one (episodes "
-                  f"{got['episodes']} vs {want['episodes']}, ends {got['ends']} vs {want['ends']}); its runs would "
-                  f"train on other data: bring the original data over, or remove {records.name}/data-{maze} and "
-                  f"the maze's records to start the maze again", file=sys.stderr)
+                  f"{got['episodes']} vs {want['episodes']}, ends {got['ends']} vs {want['ends']}; kept as "
+                  f"{aside.name}); its runs would train on other data: bring the original data over, or remove "
+                  f"{records.name}/data-{maze} and the maze's records to start the maze again", file=sys.stderr)
             return 2
     return 0
 
