@@ -141,3 +141,21 @@ def test_collect_maze_refuses_a_policy_for_the_wrong_robot(tmp_path):
     with pytest.raises(DtdError, match="drives the Ant only"):
         collect_maze("umaze", 10, robot="point", policy="x.zip", out=tmp_path / "p", progress=False)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not ZOO_ANT.is_file(), reason="needs ../shared/zoo (the PPO Ant)")
+def test_ant_collection_is_the_same_data_from_the_same_seed(tmp_path):
+    """experiments/goals.py rebuilds a recorded AntMaze dataset from its seed on a new machine and checks it
+    against the record: that needs the collector (policy, noise, steering, flips) to be a function of the seed."""
+    from dtd.data.loaders import load_dataset
+    from dtd.data.maze import collect_maze
+
+    a, b, c = (load_dataset(str(collect_maze("umaze", 600, seed=s, out=tmp_path / f"d{i}", robot="ant",
+                                             policy=ZOO_ANT, progress=False)))
+               for i, s in enumerate((3, 3, 4)))
+    assert a.num_steps == b.num_steps == 600 and a.num_episodes == b.num_episodes
+    for x, y in zip(a.episodes, b.episodes):
+        np.testing.assert_array_equal(x.observations, y.observations)
+        np.testing.assert_array_equal(x.actions, y.actions)
+        np.testing.assert_array_equal(x.terminals, y.terminals)
+    assert not np.array_equal(a.episodes[0].actions, c.episodes[0].actions[:len(a.episodes[0].actions)])
