@@ -88,7 +88,8 @@ def collect(maze: str, dest: Path) -> dict:
     """Collect one maze dataset (`dtd data collect-maze`, seed 0); what it took."""
     start = time.time()
     subprocess.run(collect_command(maze, dest), check=True, cwd=ROOT, env=_one_thread(), stdout=subprocess.DEVNULL)
-    return {"seconds": round(time.time() - start, 1), "steps_per_second": round(MAZE_STEPS / (time.time() - start), 1)}
+    seconds = time.time() - start
+    return {"seconds": round(seconds, 1), "steps_per_second": round(MAZE_STEPS / seconds, 1)}
 
 
 def dataset_step(maze: str):
