@@ -17,7 +17,9 @@ here, its settings and losses recorded); their return-to-go counterparts are the
 Every train run has its model's recipe of the study (experiments/study.py: 256,000 samples, 4,000 steps x
 batch 64, the model's learning rate, warm-up over 10%, DTd's head at 0.1x), evaluated every 500 steps.
 Order, so that a partial grid is useful: the datasets and critics, then seed 0 of every cell, then seed 1,
-then seed 2. Records land in results/goals/ (experiments/runner.py); RESULTS.md: experiments/make_results.py.
+then seed 2; last, PointMaze's runs trained again on this machine for their fixed start/goal scores (the
+GPU box that trained them did not keep the checkpoints). Records land in results/goals/ (experiments/runner.py);
+RESULTS.md: experiments/make_results.py.
 The datasets are not in git: on a new machine, a maze dataset whose step has a record is rebuilt from seed 0
 before the runs that need it, and checked against its record (`restore_datasets`).
 """
@@ -237,7 +239,12 @@ def tokens_step(dataset: str):
     return step
 
 
-FIXED_MAZES = tuple(m for m in MAZES if m.startswith("ant"))  # PointMaze's runs trained on a GPU box, unkept
+FIXED_MAZES = MAZES
+# PointMaze's grid trained on a GPU box whose checkpoints were not kept: each of its runs is trained again here (the
+# same arguments and seed; group maze-rerun) for its final checkpoint's fixed start/goal score. The reruns' own
+# scores also say how far a run reproduces on another machine.
+RERUN_MAZES = tuple(m for m in MAZES if m.startswith("point"))
+RERUN = "-rerun"
 
 
 def fixed_name(run: str) -> str:
@@ -268,8 +275,24 @@ def fixed_step(run: str):
     return step
 
 
+def maze_jobs(maze: str, seed: int, group: str = "maze", suffix: str = "") -> list[Job]:
+    """A maze's train runs of one seed, each followed (right after it, while its checkpoint is here) by its
+    fixed start/goal step where the maze has one."""
+    out = []
+    for cell, (preset, opts) in MAZE_MODELS.items():
+        model = "dt-small" if cell == "dt" else "dtd"
+        args = ("--config", f"maze/{maze}-{preset}", "--dataset", str(maze_data(maze)), *maze_args(model, opts),
+                "--seed", str(seed))
+        tags = {"group": group, "dataset": maze, "model": cell, "seed": str(seed)}
+        name = f"{maze}-{cell}-s{seed}{suffix}"
+        out.append(Job(name, args, tags, needs=(f"data-{maze}",)))
+        if maze in FIXED_MAZES and (maze not in RERUN_MAZES or suffix == RERUN):
+            out.append(Job(fixed_name(name), (), {**tags, "group": "maze-fixed"}, step=fixed_step(name), needs=(name,)))
+    return out
+
+
 def jobs() -> list[Job]:
-    """Every job once, in run order (the docstring says why)."""
+    """Every job once, in run order (the docstring says why); PointMaze's reruns last."""
     steps = [Job(f"data-{m}", (), {"group": "data", "dataset": m}, step=dataset_step(m)) for m in MAZES]
     steps += [Job(critic_name(d), (), {"group": "critic", "dataset": d}, step=critic_step(d)) for d in IQL_DATASETS]
     steps += [Job(tokens_name(d), (), {"group": "tokens", "dataset": d}, step=tokens_step(d), needs=(critic_name(d),))
@@ -277,16 +300,7 @@ def jobs() -> list[Job]:
     runs = []
     for seed in SEEDS:
         for maze in MAZES:
-            for cell, (preset, opts) in MAZE_MODELS.items():
-                model = "dt-small" if cell == "dt" else "dtd"
-                args = ("--config", f"maze/{maze}-{preset}", "--dataset", str(maze_data(maze)),
-                        *maze_args(model, opts), "--seed", str(seed))
-                tags = {"group": "maze", "dataset": maze, "model": cell, "seed": str(seed)}
-                name = f"{maze}-{cell}-s{seed}"
-                runs.append(Job(name, args, tags, needs=(f"data-{maze}",)))
-                if maze in FIXED_MAZES:  # right after its run, while the checkpoint is here
-                    runs.append(Job(fixed_name(name), (), {**tags, "group": "maze-fixed"}, step=fixed_step(name),
-                                    needs=(name,)))
+            runs += maze_jobs(maze, seed)
         for dataset in IQL_DATASETS:
             for model in IQL_MODELS:
                 args = ("--config", f"iql/{dataset}-{'dt' if model == 'dt-small' else model}",
@@ -294,7 +308,8 @@ def jobs() -> list[Job]:
                         "--seed", str(seed))
                 tags = {"group": "iql", "dataset": dataset, "model": model, "seed": str(seed)}
                 runs.append(Job(f"{dataset}-{model}-iql-s{seed}", args, tags, needs=(critic_name(dataset),)))
-    return [*steps, *runs]
+    reruns = [j for seed in SEEDS for maze in RERUN_MAZES for j in maze_jobs(maze, seed, "maze-rerun", RERUN)]
+    return [*steps, *runs, *reruns]
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def load(records: Path) -> dict:
         info, folder = json.loads(path.read_text()), path.parent
         out["info"][info["name"]] = info
         group = info["tags"].get("group")
-        if group in ("maze", "iql"):
+        if group in ("maze", "maze-rerun", "iql"):
             out["runs"].append(load_run(folder, info))
         elif group == "maze-fixed":
             result = json.loads((folder / "eval.json").read_text())
@@ -99,13 +99,31 @@ def maze_table(rec: dict) -> str:
 
 def fixed_table(rec: dict) -> str:
     cells = list(goals.MAZE_MODELS)
-    rows = ["| maze | " + " | ".join(CELL_LABELS[c] for c in cells) + " | DTd-b1 − DT (Welch 95% CI) |",
-            "|---|" + "---:|" * len(cells) + "---|"]
+    rows = ["| maze | " + " | ".join(CELL_LABELS[c] for c in cells) + " | DTd-b1 − DT (Welch 95% CI) | "
+            "waypoints − none (Welch 95% CI) | checkpoints |", "|---|" + "---:|" * len(cells) + "---|---|---|"]
     for maze in goals.FIXED_MAZES:
-        scores = {c: [rec["fixed"][r.name] for r in cell(rec, "maze", maze, c) if r.name in rec["fixed"]]
-                  for c in cells}
+        rerun = maze in goals.RERUN_MAZES
+        scores = {c: [rec["fixed"][r.name] for r in cell(rec, "maze-rerun" if rerun else "maze", maze, c)
+                      if r.name in rec["fixed"]] for c in cells}
         rows.append(f"| {maze_label(maze)} | " + " | ".join(mean_std(scores[c]) for c in cells) +
-                    f" | {differ_text(scores['dtd-b1'], scores['dt'])} |")
+                    f" | {differ_text(scores['dtd-b1'], scores['dt'])} | "
+                    f"{differ_text(scores['dtd-b1'], scores['dtd-b1-nowp'])} | "
+                    f"{'the reruns here (below)' if rerun else 'the grid runs'} |")
+    return "\n".join(rows)
+
+
+def rerun_table(rec: dict) -> str:
+    """PointMaze's grid runs (GPU box) against the same runs trained again here: how far a run reproduces."""
+    rows = ["| maze | model | grid run, last | rerun here, last | rerun − grid (Welch 95% CI) | by seed (grid → rerun) |",
+            "|---|---|---:|---:|---|---|"]
+    for maze in goals.RERUN_MAZES:
+        for c in goals.MAZE_MODELS:
+            grid = {r.seed: r.last for r in cell(rec, "maze", maze, c)}
+            rerun = {r.seed: r.last for r in cell(rec, "maze-rerun", maze, c)}
+            pairs = ", ".join(f"s{k}: {grid[k]:.0f} → {rerun[k]:.0f}" for k in sorted(grid) if k in rerun) or "—"
+            rows.append(f"| {maze_label(maze)} | {CELL_LABELS[c]} | {mean_std(list(grid.values()))} | "
+                        f"{mean_std(list(rerun.values()))} | {differ_text(list(rerun.values()), list(grid.values()))} | "
+                        f"{pairs} |")
     return "\n".join(rows)
 
 
@@ -173,21 +191,26 @@ def tokens_table(rec: dict) -> str:
 def compute_text(rec: dict) -> str:
     rows = ["| runs | records | training samples/s (median) | wall per run (median) | total wall | machines |",
             "|---|---:|---:|---:|---:|---|"]
-    for name, runs in (("PointMaze", [r for r in rec["runs"] if r.dataset.startswith("point")]),
-                       ("AntMaze", [r for r in rec["runs"] if r.dataset.startswith("ant")]),
+    for name, runs in (("PointMaze", [r for r in rec["runs"] if r.group == "maze" and r.dataset.startswith("point")]),
+                       ("AntMaze", [r for r in rec["runs"] if r.group == "maze" and r.dataset.startswith("ant")]),
+                       ("PointMaze, rerun here", [r for r in rec["runs"] if r.group == "maze-rerun"]),
                        ("IQL value goal", [r for r in rec["runs"] if r.group == "iql"])):
         if not runs:
             rows.append(f"| {name} | 0 | — | — | — | — |")
             continue
         machines = sorted({r.machine or "?" for r in runs})
+        whole = [r.wall_seconds for r in runs if r.segments == 1]  # a resumed run's wall is its last segment's
         rows.append(f"| {name} | {len(runs)} | {np.median([r.samples_per_s for r in runs]):,.0f} | "
-                    f"{np.median([r.wall_seconds for r in runs]) / 60:.0f} min | "
+                    f"{f'{np.median(whole) / 60:.0f} min' if whole else '—'} | "
                     f"{sum(r.wall_seconds for r in runs) / 3600:.1f} h | {'; '.join(machines)} |")
     expected = goals.jobs()
     have = [j for j in expected if j.name in rec["info"]]
     stale = [j.name for j in expected if j.step is None and j.name in rec["info"]
              and rec["info"][j.name].get("args") not in (None, list(j.args))]
     text = f"Progress: {len(have)} of {len(expected)} jobs of experiments/goals.py have a record."
+    if resumed := sum(r.segments > 1 for r in rec["runs"]):
+        text += (f" {resumed} run(s) were resumed after an interruption: their wall time is the last segment's "
+                 "(in the total too; the median is over the runs that ran in one go).")
     left = [j.name for j in expected if j.name not in rec["info"]]
     if left:
         text += f" Left: {len(left)} ({', '.join(sorted({_kind(n) for n in left}))})."
@@ -197,8 +220,8 @@ def compute_text(rec: dict) -> str:
 
 
 def _kind(name: str) -> str:
-    """A job's cell: its name without the seed (and the fixed-goal step's suffix)."""
-    return re.sub(r"-s\d+(-fixed)?$", "", name)
+    """A job's cell: its name without the seed and the fixed-goal step's suffix (a rerun keeps its own)."""
+    return re.sub(r"-s\d+", "", name.removesuffix("-fixed"))
 
 
 def seeds_table(rec: dict) -> str:
@@ -207,7 +230,7 @@ def seeds_table(rec: dict) -> str:
         at = max(r.curve, key=r.curve.get) if r.curve else 0
         fixed = f"{rec['fixed'][r.name]:.0f}" if r.name in rec["fixed"] else "—"
         rows.append(f"| {r.name} | {r.last:.1f} | {r.best:.1f} ({kilo(at)}) | {fixed} | {r.commit[:7]} | "
-                    f"{r.wall_seconds / 60:.0f} min |")
+                    f"{r.wall_seconds / 60:.0f} min{' (resumed)' if r.segments > 1 else ''} |")
     return "\n".join(rows)
 
 
@@ -230,5 +253,6 @@ def blocks(records: Path, study_rec, figures: Path, base: Path, draw: bool) -> d
                 plot_series(series, f"{label(d)}: value goal vs return-to-go", None, path)
             figs.append(f"![iql {d}]({os.path.relpath(path, base)})")
     return {"goals_data": data_table(rec), "goals_maze": maze_table(rec), "goals_fixed": fixed_table(rec),
+            "goals_rerun": rerun_table(rec),
             "goals_maze_curves": "\n".join(figs) or "No curves yet.", "goals_iql": iql_table(rec, study_rec),
             "goals_critics": critics_table(rec), "goals_tokens": tokens_table(rec), "goals_compute": compute_text(rec), "goals_seeds": seeds_table(rec)}

@@ -479,23 +479,37 @@ def test_study_attention_step_summarises_both_runs(tiny_runs, tmp_path, monkeypa
         study.attention_step(tmp_path / "missing", out)
 
 
-GOAL_BLOCKS = ("goals_data", "goals_maze", "goals_fixed", "goals_maze_curves", "goals_iql", "goals_critics",
-               "goals_tokens", "goals_compute", "goals_seeds")
+GOAL_BLOCKS = ("goals_data", "goals_maze", "goals_fixed", "goals_rerun", "goals_maze_curves", "goals_iql",
+               "goals_critics", "goals_tokens", "goals_compute", "goals_seeds")
+
+
+def _fixed(records: Path, run: str, tags: dict, score: float) -> None:
+    """The fixed start/goal step's record of `run`."""
+    folder = records / f"{run}-fixed"
+    folder.mkdir()
+    (folder / "eval.json").write_text(json.dumps({"targets": {"1": {"normalized_mean": score}}}))
+    (folder / "record.json").write_text(json.dumps({"name": folder.name, "tags": {**tags, "group": "maze-fixed"},
+                                                    "commit": HEAD}))
 
 
 def test_goal_sections_from_hand_made_records(tmp_path, grid):
     """experiments/goals.py's records: maze runs scored by success x100 (last / best), the fixed start/goal
-    step, the datasets' ends, an IQL-goal run beside the study's return-to-go runs, Welch on seeds."""
+    step (PointMaze's from its reruns here), the reruns against the grid's runs, the datasets' ends, an IQL-goal
+    run beside the study's return-to-go runs, Welch on seeds."""
     goals = tmp_path / "goals"
     for seed, (dtd, dt) in enumerate(((80.0, 40.0), (90.0, 50.0), (100.0, 45.0))):
         for model, last in (("dtd-b1", dtd), ("dt", dt)):
-            name = f"antmaze-umaze-{model}-s{seed}"
-            _record(goals, name, {"group": "maze", "dataset": "antmaze-umaze", "model": model, "seed": str(seed)},
-                    {500: {"1": last / 2}, 4000: {"1": last}})
-            (goals / f"{name}-fixed").mkdir()
-            (goals / f"{name}-fixed" / "eval.json").write_text(json.dumps({"targets": {"1": {"normalized_mean": last - 10}}}))
-            (goals / f"{name}-fixed" / "record.json").write_text(json.dumps({"name": f"{name}-fixed", "tags": {
-                "group": "maze-fixed", "dataset": "antmaze-umaze", "model": model, "seed": str(seed)}, "commit": HEAD}))
+            name, tags = f"antmaze-umaze-{model}-s{seed}", {"group": "maze", "dataset": "antmaze-umaze",
+                                                            "model": model, "seed": str(seed)}
+            _record(goals, name, tags, {500: {"1": last / 2}, 4000: {"1": last}})
+            _fixed(goals, name, tags, last - 10)
+    point = {"dataset": "pointmaze-medium", "model": "dtd-b1"}
+    for seed, last in enumerate((80.0, 100.0)):
+        _record(goals, f"pointmaze-medium-dtd-b1-s{seed}", {**point, "group": "maze", "seed": str(seed)},
+                {4000: {"1": last}})
+    rerun = {**point, "group": "maze-rerun", "seed": "0"}
+    _record(goals, "pointmaze-medium-dtd-b1-s0-rerun", rerun, {4000: {"1": 95.0}}, segments=2)
+    _fixed(goals, "pointmaze-medium-dtd-b1-s0-rerun", rerun, 70.0)
     _record(goals, "hopper-medium-dtd-iql-s0", {"group": "iql", "dataset": "hopper-medium", "model": "dtd", "seed": "0"},
             {500: {"1": 20.0}, 1000: {"1": 70.0}})
     data = goals / "data-antmaze-umaze"
@@ -527,14 +541,40 @@ def test_goal_sections_from_hand_made_records(tmp_path, grid):
     assert "| AntMaze umaze | 100 | 50,000 | 500 | 60% at the goal, 15% in a flip, 25% at the time limit | 1,234 steps/s |" in text
     fixed = text.split("<!-- BEGIN goals_fixed -->")[1]
     assert _row(fixed, "AntMaze umaze")[1] == "80.0 ± 8.2" and _row(fixed, "AntMaze umaze")[4] == "35.0 ± 4.1"
+    assert _row(fixed, "AntMaze umaze")[-1] == "the grid runs"
+    assert _row(fixed, "PointMaze medium")[1] == "70.0 (n=1)" and "reruns" in _row(fixed, "PointMaze medium")[-1]
+    reruns = text.split("<!-- BEGIN goals_rerun -->")[1].split("<!-- END")[0]
+    assert "| PointMaze medium | DTd-b1 + waypoints | 90.0 ± 10.0 (n=2) | 95.0 (n=1) |" in reruns
+    assert "| s0: 80 → 95 |" in reruns
+    assert "pointmaze-medium-dtd-b1-s0-rerun | 95.0 | 95.0 (256k) | 70 |" in text and "10 min (resumed) |" in text
+    assert "1 run(s) were resumed" in text
     iql = _row(text.split("<!-- BEGIN goals_iql -->")[1], "hopper medium")
     assert iql[1] == "70.0 (n=1)" and iql[2] == "50.0 ± 8.2"  # the study's DTd runs of the grid fixture (last)
     assert (tmp_path / "figures" / "curve_antmaze-umaze.png").is_file()
     assert "| hopper medium | 40 | -1.0, 9.0 | 0.10 / 0.50 / 0.90 | 0.40 / 0.50 / 0.60 | -0.90 | +0.05 | 100, 0.80 | 2,500, 0.30 |" in text
     assert "| halfcheetah medium-replay | — |" in text.split("<!-- BEGIN goals_tokens -->")[1]
-    assert "Progress: 15 of" in text  # 6 maze runs + their 6 fixed steps + the dataset + the IQL run + the tokens
+    # 6 AntMaze runs + their 6 fixed steps + the dataset + the IQL run + the tokens + 2 PointMaze runs + a rerun + its
+    # fixed step
+    assert "Progress: 19 of" in text
     first = results.read_bytes()
     assert _make(tmp_path, grid, "--check", goals=goals).returncode == 0 and results.read_bytes() == first
+
+
+def test_goal_pointmaze_reruns_repeat_the_grid_runs_and_take_the_fixed_goal():
+    """PointMaze's reruns train exactly what its grid runs did (same arguments and seed), come after every grid
+    job, and only they (not the GPU runs, whose checkpoints are gone) get a fixed start/goal step."""
+    import goals
+
+    jobs = goals.jobs()
+    by_name = {j.name: j for j in jobs}
+    reruns = [j for j in jobs if j.tags["group"] == "maze-rerun"]
+    assert len(reruns) == 24 and all(j.args == by_name[j.name.removesuffix(goals.RERUN)].args for j in reruns)
+    first = jobs.index(reruns[0])
+    assert all(j.tags["group"] in ("maze-rerun", "maze-fixed") for j in jobs[first:])
+    fixed = {j.needs[0] for j in jobs if j.tags["group"] == "maze-fixed"}
+    assert fixed == {j.name for j in jobs if j.tags["group"] in ("maze", "maze-rerun") and
+                     (j.tags["group"] == "maze-rerun" or j.name.startswith("ant"))}
+    assert all(jobs.index(by_name[goals.fixed_name(n)]) == jobs.index(by_name[n]) + 1 for n in fixed)
 
 
 def test_goal_critic_step_takes_only_a_finished_critic(tmp_path):
