@@ -304,6 +304,7 @@ ROWS_32: list[tuple[str, list[str], str]] = [
     ("report-metrics-not-utf8", ["report", "runs/badmetrics", "--out", "rep"], "not a JSON line (UTF-8 text)"),
     ("report-metrics-null-step", ["report", "runs/nullstep", "--out", "rep"], "without an integer step"),
     ("train-resume-dataset-changed", ["train", "--resume", "runs/filerun", "--steps", "4"], "states of size 5"),
+    ("attention-run-dataset-gone", ["attention", "runs/gonerun", "--windows", "2"], "--dataset names another"),
     ("attention-other-state-size", A + ["--dataset", "data/other.pkl"], "states of size 5"),
     # --- messages that say what is wrong
     ("train-dataset-fifo", T + ["--dataset", "data/fifo.pkl"], "not a regular file"),
@@ -407,7 +408,8 @@ def work(tiny_runs, tmp_path_factory):
 
 def _issue_32_fixtures(root: Path) -> None:
     """A run with periodic checkpoints, an IQL critic run, a run with NaN weights, a run whose dataset file
-    changed since, a copied checkpoint, bad YAML files, a FIFO, bad datasets and malformed policy zips."""
+    changed since and one whose dataset is gone, a copied checkpoint, bad YAML files, a FIFO, bad datasets and
+    malformed policy zips."""
     import zipfile
 
     import h5py
@@ -437,6 +439,9 @@ def _issue_32_fixtures(root: Path) -> None:
     (root / "data" / "small.pkl").write_bytes(trajs(11))
     assert main(T + tiny + ["--run_name", "filerun", "--dataset", str(root / "data" / "small.pkl")]) == 0
     (root / "data" / "small.pkl").write_bytes(trajs(5))  # the run's dataset file, changed since
+    (root / "data" / "gone.pkl").write_bytes(trajs(11))
+    assert main(T + tiny + ["--run_name", "gonerun", "--dataset", str(root / "data" / "gone.pkl")]) == 0
+    (root / "data" / "gone.pkl").unlink()  # the run's dataset, moved away since
     (root / "data" / "other.pkl").write_bytes(trajs(5))
     os.mkfifo(root / "data" / "fifo.pkl")
     with h5py.File(root / "data" / "rew2.hdf5", "w") as f:

@@ -358,7 +358,10 @@ def analyze_run(run_dir: str | Path, dataset: str | None = None, windows: int = 
     else:
         if not source:
             raise DtdError("attention: no dataset given and the run names none (use --dataset)")
-        batches = _dataset_windows(source, info, windows, seed, batch_size)
+        try:
+            batches = _dataset_windows(source, info, windows, seed, batch_size)
+        except DtdError as e:  # a relative path in the run's config is read from where it trained
+            raise (e if dataset else DtdError(f"{e}; that is the run's own dataset: --dataset names another")) from None
         where = source
     parts = []
     with tqdm(total=windows, desc="attention windows", unit="win", disable=not progress, leave=False) as bar:
@@ -379,6 +382,10 @@ def _dataset_windows(source: str, info: RunInfo, windows: int, seed: int, batch_
         max_ep_len=info.max_ep_len, seed=seed, state_mean=info.state_mean, state_std=info.state_std,
         goal="rtg" if info.goal == "rtg" else "episode",
     )
+    return _sampled(sampler, windows, batch_size)  # the data is read here, the windows drawn as they are scored
+
+
+def _sampled(sampler: SequenceSampler, windows: int, batch_size: int):
     left = windows
     while left > 0:
         n = min(batch_size, left)
